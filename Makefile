@@ -1,0 +1,43 @@
+# Thin entry points; the logic lives in the Python packages.
+#   make demo   build the agent package and a QEMU image, boot it, attack it, show the alert
+#   make test   lint + every test, QEMU boots included
+
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  ?= python3
+STAMP   := $(VENV)/.stamp-deps
+PYTEST  := $(BIN)/pytest
+LINTED  := agent installer tools qemu-tests tests
+
+.PHONY: demo test lint unit qemu-test deps sysdeps clean
+
+demo: deps
+	$(BIN)/defender-tools demo
+
+test: lint unit qemu-test
+
+deps: sysdeps $(STAMP)
+
+sysdeps:
+	@scripts/install-system-deps.sh
+
+$(STAMP): requirements-dev.txt agent/pyproject.toml installer/pyproject.toml tools/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -e agent -e installer -e tools
+	touch $@
+
+lint: deps
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy --config-file agent/pyproject.toml agent/src
+	$(BIN)/oelint-adv --quiet --constantmods=+meta-defender/.oelint-constants.json $$(find meta-defender -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' | sort)
+
+unit: deps
+	$(PYTEST) -m "not qemu"
+
+qemu-test: deps
+	$(PYTEST) -m qemu
+
+clean:
+	rm -rf build dist $(VENV)
