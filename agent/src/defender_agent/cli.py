@@ -1,0 +1,271 @@
+"""defender-agent: run, check, alerts, version (and config reference/defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+from defender_agent import __version__, collectors, config
+from defender_agent.model import rfc3339
+
+TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+log = logging.getLogger("defender_agent")
+
+EXIT_OK, EXIT_NOTHING_RUNS, EXIT_USAGE = 0, 1, 2
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, exit status 2, no traceback."""
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if m is None:
+        raise UserError(f"--since: {text!r} is not a duration like 30s, 10m, 2h or 1d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="defender-agent: %(levelname)s: %(message)s",
+    )
+
+
+def _load(path: str | None) -> config.Config:
+    cfg = config.load(path, collectors.available())
+    if not cfg.from_file:
+        log.info("no %s; using defaults", cfg.path)
+    return cfg
+
+
+def build_runtime(cfg: config.Config, stdout: bool = False) -> Any:
+    """Wire collectors, detectors and outputs from a validated config."""
+    from defender_agent import detectors
+    from defender_agent.outputs.file import FileOutput
+    from defender_agent.runtime import Runtime
+    from defender_agent.state import StateStore
+
+    os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)
+    rt = Runtime(cfg.device_id())
+    store = StateStore(cfg.state_dir)
+    store.load()
+    available = collectors.available()
+    for name in collectors.ALL_COLLECTORS:
+        if cfg.collector_enabled(name, available):
+            module = collectors.load(name)
+            rt.collectors.append(
+                module.create(rt, cfg.section(f"collectors.{name}"), store.get(name))
+            )
+    for name in detectors.ALL_DETECTORS:
+        section = cfg.section(f"detectors.{name}")
+        if section["enabled"]:
+            rt.detectors.append(detectors.create(name, section))
+    out = cfg.section("outputs.file")
+    if out["enabled"]:
+        rt.outputs.append(FileOutput(cfg.events_path, out["max_bytes"], out["backups"]))
+    if stdout:
+        from defender_agent.outputs.stdout import StdoutOutput
+
+        rt.outputs.append(StdoutOutput())
+
+    def save() -> None:
+        store.save({c.name: c.save_state() for c in rt.collectors})
+
+    rt.on_save_state = save
+    return rt
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    logging.getLogger().setLevel(cfg.section("agent")["log_level"].upper())
+    try:
+        rt = build_runtime(cfg, stdout=args.stdout)
+    except OSError as exc:
+        raise UserError(f"{cfg.state_dir}: cannot use state directory: {exc.strerror}") from None
+    if not rt.collectors:
+        log.warning("no collector is enabled; only heartbeats will be written")
+    agent = cfg.section("agent")
+    rt.install_signals()
+    rt.start(agent["heartbeat_interval"], agent["statistics_interval"])
+    log.info(
+        "started (version %s, collectors: %s)",
+        __version__,
+        ", ".join(c.name for c in rt.collectors) or "none",
+    )
+    rt.run(args.duration)
+    log.info("stopped")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    print(f"config: {cfg.path} ({'ok' if cfg.from_file else 'not found, defaults'})")
+    available = collectors.available()
+    runnable = 0
+    for name in collectors.ALL_COLLECTORS:
+        in_build = name in available
+        enabled = cfg.collector_enabled(name, available)
+        print(
+            f"collector {name}: in build: {'yes' if in_build else 'no'}, "
+            f"enabled: {'yes' if enabled else 'no'}"
+        )
+        if enabled:
+            runnable += 1
+            for line in collectors.load(name).describe(cfg.section(f"collectors.{name}")):
+                print(f"  {line}")
+    state_dir = cfg.state_dir
+    probe = state_dir
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    writable = os.access(probe, os.W_OK)
+    print(f"state dir: {state_dir} ({'writable' if writable else 'NOT writable'})")
+    print(f"events: {cfg.events_path}")
+    if runnable == 0:
+        print("nothing can run: no collector is enabled in this build", file=sys.stderr)
+        return EXIT_NOTHING_RUNS
+    return EXIT_OK
+
+
+def _event_files(path: str) -> list[str]:
+    """The rotated backups oldest first, then the live file."""
+    files = []
+    n = 1
+    while os.path.exists(f"{path}.{n}"):
+        files.append(f"{path}.{n}")
+        n += 1
+    return [*reversed(files), path]
+
+
+def read_alerts(path: str, since: float | None = None) -> list[dict[str, Any]]:
+    cutoff = rfc3339(time.time() - since) if since is not None else ""
+    alerts = []
+    for name in _event_files(path):
+        try:
+            fh = open(name, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise UserError(f"{name}: cannot read: {exc.strerror}") from None
+        with fh:
+            for line in fh:
+                if '"alert"' not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a torn or foreign line must not hide the others
+                if (
+                    isinstance(rec, dict)
+                    and rec.get("type") == "alert"
+                    and (str(rec.get("time", "")) >= cutoff)
+                ):
+                    alerts.append(rec)
+    return alerts
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    since = parse_duration(args.since) if args.since is not None else None
+    cfg = _load(args.config)
+    alerts = read_alerts(cfg.events_path, since)
+    if args.json:
+        for rec in alerts:
+            print(json.dumps(rec, separators=(",", ":")))
+        return EXIT_OK
+    if not alerts:
+        print("no alerts")
+        return EXIT_OK
+    rows = [("TIME", "SEVERITY", "NAME", "SOURCE", "SUMMARY")]
+    for rec in alerts:
+        p = rec.get("payload") or {}
+        rows.append(
+            (
+                str(rec.get("time", "")),
+                str(p.get("severity", "")),
+                str(p.get("name", "")),
+                str(p.get("source") or "-"),
+                str(p.get("description", "")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    return EXIT_OK
+
+
+def cmd_version(_args: argparse.Namespace) -> int:
+    print(f"defender-agent {__version__}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.what == "reference":
+        sys.stdout.write(config.render_markdown())
+    elif args.what == "defaults":
+        sys.stdout.write(config.render_toml())
+    else:
+        cfg = _load(args.config)
+        print(f"{cfg.path}: ok")
+    return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, as for other user errors
+        raise UserError(message)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="defender-agent", description="Defender on-device security agent")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    conf_help = f"configuration file (default {config.DEFAULT_PATH})"
+
+    p = sub.add_parser("run", help="run the agent (the service)")
+    p.add_argument("--config", metavar="PATH", help=conf_help)
+    p.add_argument("--stdout", action="store_true", help="also write records to stdout")
+    p.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate config; show what would run and how")
+    p.add_argument("--config", metavar="PATH", help=conf_help)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("alerts", help="show recorded alerts")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.add_argument("--since", metavar="DURATION", help="only alerts newer than 30s/10m/2h/1d")
+    p.add_argument("--config", metavar="PATH", help=conf_help)
+    p.set_defaults(func=cmd_alerts)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+
+    p = sub.add_parser("config", help="print the configuration reference or defaults")
+    p.add_argument("what", choices=("reference", "defaults", "validate"))
+    p.add_argument("--config", metavar="PATH", help=conf_help)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _setup_logging("info")
+    try:
+        args = make_parser().parse_args(argv)
+        result: int = args.func(args)
+        return result
+    except (UserError, config.ConfigError) as exc:
+        print(f"defender-agent: {exc}" if isinstance(exc, UserError) else str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK

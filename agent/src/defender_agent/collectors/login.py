@@ -1,0 +1,385 @@
+"""Login collector: failed logins, logins and logouts from auth logs, wtmp and btmp.
+
+One attempt must be one event even though OpenSSH reports it twice (a "Failed password"
+line and a btmp record): auth-log events go out at once and are remembered for
+`dedup_hold` seconds; a btmp/wtmp record that matches one is dropped, and one that does
+not waits up to `dedup_hold` for its auth-log line before it is emitted alone. Matching
+is by (user, source), pairing one to one: the pids differ between sshd's monitor
+(which logs) and its session child (which writes wtmp), so pids cannot be the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+
+from defender_agent.linux import authlog, utmp
+from defender_agent.linux.follow import FileFollower, Watcher
+from defender_agent.model import Record, login_event
+
+TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+    from defender_agent.runtime import Runtime, Timer
+
+    Key = tuple[Optional[str], Optional[str]]
+
+log = logging.getLogger(__name__)
+
+NAME = "login"
+DROPBEAR_HOLD = 5.0  # wait this long for the address of an address-less Dropbear line
+MAX_TRACKED = 1024  # bound of every correlation table
+
+
+class _Pending:
+    __slots__ = ("deadline", "key", "kind", "record")
+
+    def __init__(self, deadline: float, kind: str, key: Key, record: Record) -> None:
+        self.deadline = deadline
+        self.kind = kind
+        self.key = key
+        self.record = record
+
+
+class LoginCollector:
+    name = NAME
+
+    def __init__(self, rt: Runtime, section: dict[str, Any], state: dict[str, Any]) -> None:
+        self.rt = rt
+        self.hold = float(section["dedup_hold"])
+        layout = section["utmp_layout"]
+        self.layout = utmp.layout_for_machine() if layout == "auto" else layout
+        size = utmp.LAYOUTS[self.layout].size
+        saved = state.get("files", {}) if isinstance(state.get("files"), dict) else {}
+        self.auth_followers = [
+            FileFollower(path, on_lines=self._on_lines)
+            for path in dict.fromkeys(section["auth_logs"])
+        ]
+        self.wtmp = (
+            FileFollower(section["wtmp"], on_records=self._on_wtmp, record_size=size)
+            if section["wtmp"]
+            else None
+        )
+        self.btmp = (
+            FileFollower(section["btmp"], on_records=self._on_btmp, record_size=size)
+            if section["btmp"]
+            else None
+        )
+        self.followers = [*self.auth_followers, *(f for f in (self.wtmp, self.btmp) if f)]
+        for follower in self.followers:
+            follower.restore(saved.get(follower.path))
+        self.watcher = Watcher(rt, self.followers, section["backend"], section["poll_interval"])
+        self.counts: dict[str, int] = {}
+        # dedup: auth-log events remembered, utmp records waiting ("failed"/"login")
+        self._seen: dict[str, OrderedDict[Key, deque[float]]] = {
+            "failed": OrderedDict(),
+            "login": OrderedDict(),
+            "logout": OrderedDict(),
+        }
+        self._pending: deque[_Pending] = deque()
+        # Dropbear correlation by pid
+        self._db_addr: OrderedDict[int, tuple[str, int | None]] = OrderedDict()
+        self._db_held: OrderedDict[int, list[tuple[float, authlog.AuthFact, float]]] = OrderedDict()
+        self._tty_user: OrderedDict[str, str] = OrderedDict()
+        self._flush_timer: Timer | None = None
+        self._flush_at = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        self.watcher.start()
+        log.info(
+            "login collector: %s; following %s",
+            self.watcher.describe(),
+            ", ".join(f.path for f in self.followers),
+        )
+
+    def stop(self) -> None:
+        self._flush(force=True)
+        self.watcher.stop()
+
+    def save_state(self) -> dict[str, Any]:
+        files = {}
+        for follower in self.followers:
+            pos = follower.position()
+            if pos is not None:
+                files[follower.path] = pos
+        return {"files": files}
+
+    def skipped(self) -> dict[str, int]:
+        out = dict(self.counts)
+        for follower in self.followers:
+            for reason, n in follower.counts.items():
+                out[reason] = out.get(reason, 0) + n
+        return out
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + n
+
+    def _auth_log_open(self) -> bool:
+        return any(f.is_open for f in self.auth_followers)
+
+    # --- auth logs ----------------------------------------------------------------
+    def _on_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            try:
+                fact = authlog.parse_line(line)
+            except Exception:  # the parser promises never to raise; be safe anyway
+                log.exception("auth-log parser failed on %r", line[:200])
+                self._count("parser-error")
+                continue
+            if isinstance(fact, str):
+                if fact != authlog.SKIP_OTHER_PROGRAM:
+                    self._count(fact)
+                continue
+            self._on_fact(fact)
+
+    def _on_fact(self, fact: authlog.AuthFact) -> None:
+        kind = fact.kind
+        pid = fact.pid
+        if fact.service == "dropbear" and pid is not None:
+            if kind == "child-connection" and fact.source:
+                self._remember(self._db_addr, pid, (fact.source, fact.port))
+                return
+            if kind == "nonexistent-user":
+                addr = self._db_addr.get(pid)
+                if addr is None:
+                    held = self._db_held.setdefault(pid, [])
+                    held.append((time.monotonic() + DROPBEAR_HOLD, fact, time.time()))
+                    self._bound(self._db_held)
+                    self._schedule(time.monotonic() + DROPBEAR_HOLD)
+                    return
+                fact = fact._replace(kind="failed", source=addr[0], port=addr[1])
+                kind = "failed"
+            elif kind == "exit-before-auth":
+                self._db_addr.pop(pid, None)
+                for _deadline, held_fact, when in self._db_held.pop(pid, []):
+                    resolved = held_fact._replace(
+                        kind="failed",
+                        source=fact.source,
+                        port=fact.port,
+                        user=held_fact.user or fact.user,
+                    )
+                    self._emit_auth(resolved, "failed", when)
+                return
+            elif kind == "logout":
+                self._db_addr.pop(pid, None)
+        if kind == "nonexistent-user":  # no pid to correlate by
+            kind = "failed"
+        if kind in ("failed", "local-failed"):
+            for _ in range(fact.repeat):
+                self._emit_auth(fact, "failed")
+        elif kind == "accepted":
+            self._emit_auth(fact, "login")
+        elif kind == "logout":
+            self._emit_auth(fact, "logout")
+        else:
+            self._count(f"noted-{kind}", fact.repeat)  # enumeration and preauth facts
+
+    def _emit_auth(self, fact: authlog.AuthFact, kind: str, when: float | None = None) -> None:
+        event = {"failed": "login-failed", "login": "login", "logout": "logout"}[kind]
+        record = login_event(
+            event,
+            user=fact.user,
+            source=fact.source,
+            port=fact.port,
+            service=fact.service,
+            pid=fact.pid,
+            tty=fact.tty,
+            origin="authlog",
+            time=when,
+        )
+        key: Key = (fact.user, None) if kind == "logout" else (fact.user, fact.source)
+        if kind == "logout":
+            if self._take_seen(kind, key):
+                self._count("merged-logout")
+                return
+        elif self._take_pending(kind, key):
+            self._count(f"merged-{kind}")  # its utmp twin was waiting: now consumed
+            self.rt.emit(NAME, record)
+            return
+        self._remember_seen(kind, key)
+        self.rt.emit(NAME, record)
+
+    # --- utmp ---------------------------------------------------------------------
+    def _on_wtmp(self, data: bytes) -> None:
+        records, garbage = utmp.decode(data, self.layout)
+        if garbage:
+            self._count("garbage-record", garbage)
+        for rec in records:
+            if rec.type == utmp.USER_PROCESS:
+                if rec.line:
+                    self._remember(self._tty_user, rec.line, rec.user)
+                self._from_utmp("login", rec, "wtmp")
+            elif rec.type == utmp.DEAD_PROCESS:
+                user = rec.user or self._tty_user.pop(rec.line, "")
+                self._from_utmp("logout", rec._replace(user=user), "wtmp")
+
+    def _on_btmp(self, data: bytes) -> None:
+        records, garbage = utmp.decode(data, self.layout)
+        if garbage:
+            self._count("garbage-record", garbage)
+        for rec in records:
+            self._from_utmp("failed", rec, "btmp")
+
+    def _from_utmp(self, kind: str, rec: utmp.UtmpRecord, origin: str) -> None:
+        source = rec.addr or rec.host or None
+        ssh = rec.line.startswith("ssh") or (kind != "failed" and rec.line.startswith("pts"))
+        service = "sshd" if ssh else "login"
+        tty = None if rec.line.startswith("ssh:") or not rec.line else rec.line
+        user = rec.user or None
+        event = {"failed": "login-failed", "login": "login", "logout": "logout"}[kind]
+        record = login_event(
+            event,
+            user=user,
+            source=source,
+            port=None,
+            service=service,
+            pid=rec.pid or None,
+            tty=tty,
+            origin=origin,
+        )
+        if kind == "logout":
+            key: Key = (user, None)
+            if user is not None and self._take_seen(kind, key):
+                self._count("merged-logout")
+                return
+            self._remember_seen(kind, key)
+            self.rt.emit(NAME, record)
+            return
+        key = (user, source)
+        if self._take_seen(kind, key):
+            self._count(f"merged-{kind}")
+            return
+        if self.hold <= 0 or not self._auth_log_open():
+            self.rt.emit(NAME, record)  # no auth log to wait for
+            return
+        deadline = time.monotonic() + self.hold
+        self._pending.append(_Pending(deadline, kind, key, record))
+        if len(self._pending) > MAX_TRACKED:
+            self._emit_pending(self._pending.popleft())
+        self._schedule(deadline)
+
+    # --- dedup tables -------------------------------------------------------------
+    def _remember_seen(self, kind: str, key: Key) -> None:
+        table = self._seen[kind]
+        now = time.monotonic()
+        while table:  # drop expired entries from the least recently used end
+            oldest = next(iter(table.values()))
+            if oldest and oldest[-1] >= now:
+                break
+            table.popitem(last=False)
+        times = table.get(key)
+        if times is None:
+            times = table[key] = deque()
+        times.append(now + self.hold)
+        table.move_to_end(key)
+        self._bound(table)
+
+    def _take_seen(self, kind: str, key: Key) -> bool:
+        """Consume one remembered auth-log event with this key, if still within hold."""
+        table = self._seen[kind]
+        times = table.get(key)
+        now = time.monotonic()
+        while times and times[0] < now:
+            times.popleft()
+        if not times:
+            table.pop(key, None)
+            return False
+        times.popleft()
+        return True
+
+    def _take_pending(self, kind: str, key: Key) -> bool:
+        for item in self._pending:
+            if item.kind == kind and item.key == key:
+                self._pending.remove(item)
+                return True
+        return False
+
+    def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        self._bound(table)
+
+    def _bound(self, table: OrderedDict[Any, Any]) -> None:
+        while len(table) > MAX_TRACKED:
+            table.popitem(last=False)
+            self._count("evicted")
+
+    # --- timers -------------------------------------------------------------------
+    def _schedule(self, deadline: float) -> None:
+        if self._flush_timer is not None and not self._flush_timer.cancelled:
+            if self._flush_at <= deadline:
+                return
+            self._flush_timer.cancel()
+        self._flush_at = deadline
+        self._flush_timer = self.rt.call_later(deadline - time.monotonic(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._flush_timer = None
+        self._flush(force=False)
+
+    def _emit_pending(self, item: _Pending) -> None:
+        self.rt.emit(NAME, item.record)
+
+    def _flush(self, force: bool) -> None:
+        """Emit what waited long enough (everything when stopping); re-arm the timer."""
+        now = time.monotonic()
+        keep: deque[_Pending] = deque()
+        next_deadline: float | None = None
+        for item in self._pending:
+            if force or item.deadline <= now:
+                self._emit_pending(item)
+            else:
+                keep.append(item)
+                next_deadline = min(next_deadline or item.deadline, item.deadline)
+        self._pending = keep
+        for pid in list(self._db_held):
+            held = self._db_held[pid]
+            due = [h for h in held if force or h[0] <= now]
+            rest = [h for h in held if not (force or h[0] <= now)]
+            for _deadline, fact, when in due:
+                self._count("dropbear-unresolved")
+                self._emit_auth(fact._replace(kind="failed"), "failed", when)
+            if rest:
+                self._db_held[pid] = rest
+                next_deadline = min(next_deadline or rest[0][0], rest[0][0])
+            else:
+                del self._db_held[pid]
+        if next_deadline is not None and not force:
+            self._schedule(next_deadline)
+
+
+def create(rt: Runtime, section: dict[str, Any], state: dict[str, Any]) -> LoginCollector:
+    return LoginCollector(rt, section, state)
+
+
+def describe(section: dict[str, Any]) -> list[str]:
+    """What `check` prints: the backend the collector would use and which files exist."""
+    backend = section["backend"]
+    if backend == "poll":
+        how = f"poll every {section['poll_interval']} s"
+    else:
+        try:
+            from defender_agent.linux.inotify import Inotify
+
+            Inotify().close()
+            how = "inotify"
+        except OSError as exc:
+            how = f"poll every {section['poll_interval']} s (inotify unavailable: {exc})"
+    layout = section["utmp_layout"]
+    if layout == "auto":
+        layout = f"{utmp.layout_for_machine()} (auto)"
+    lines = [f"backend: {how}", f"utmp layout: {layout}"]
+    paths = [*section["auth_logs"], section["wtmp"], section["btmp"]]
+    for path in (p for p in paths if p):
+        if not os.path.exists(path):
+            status = "missing (waited for)"
+        elif os.access(path, os.R_OK):
+            status = "present"
+        else:
+            status = "present but not readable"
+        lines.append(f"{path}: {status}")
+    return lines

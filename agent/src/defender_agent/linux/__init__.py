@@ -1,0 +1,1 @@
+"""Thin kernel and file-format interfaces shared by collectors (core)."""

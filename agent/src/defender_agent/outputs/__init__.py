@@ -1,0 +1,1 @@
+"""Outputs: where records go (file = JSON lines on disk, stdout for debugging)."""

@@ -1,0 +1,210 @@
+"""Find an agent checkout and decide which of its files go into a package.
+
+The installer must work with any agent checkout, so nothing here imports the
+agent: the collector registry and the version are read with `ast`/`tomllib`.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from defender_installer.errors import UserError
+
+PACKAGE = "defender_agent"
+REGISTRY = PurePosixPath("collectors/__init__.py")
+PACKAGING_FILES = ("defender-agent", "defender-agent.service", "defender-agent.init", "agent.toml")
+
+_COLLECTOR_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_SKIP_DIRS = {"__pycache__", "tests", "test"}
+_SKIP_SUFFIXES = (".pyc", ".pyo", "~", ".swp", ".orig", ".rej")
+_TEST_FILE = re.compile(r"^(test_.*\.py|.*_test\.py|conftest\.py)$")
+
+
+@dataclass(frozen=True)
+class AgentSource:
+    """An agent checkout: `root` holds pyproject.toml, src/defender_agent and packaging/."""
+
+    root: Path
+    version: str
+    collectors: tuple[str, ...]
+
+    @property
+    def package_dir(self) -> Path:
+        return self.root / "src" / PACKAGE
+
+    @property
+    def packaging_dir(self) -> Path:
+        return self.root / "packaging"
+
+
+def _agent_root_at(path: Path) -> Path | None:
+    """`path` itself if it is an agent checkout, its `agent/` child if that is, else None."""
+    for candidate in (path, path / "agent"):
+        if (candidate / "src" / PACKAGE / "__init__.py").is_file():
+            return candidate
+    return None
+
+
+def locate_agent_source(explicit: Path | None, start: Path | None = None) -> Path:
+    """The agent checkout to package: `--agent-src`, else the repository around the installer.
+
+    Walks up from the installer package (an editable or in-tree install), then from the
+    working directory, looking for `agent/src/defender_agent`.
+    """
+    if explicit is not None:
+        found = _agent_root_at(explicit.expanduser().resolve())
+        if found is None:
+            raise UserError(
+                f"--agent-src {explicit}: no {PACKAGE} package found "
+                f"(expected {explicit}/src/{PACKAGE}/__init__.py or "
+                f"{explicit}/agent/src/{PACKAGE}/__init__.py)"
+            )
+        return found
+    starts = [start] if start is not None else [Path(__file__).resolve().parent, Path.cwd()]
+    for origin in starts:
+        for directory in (origin, *origin.parents):
+            found = _agent_root_at(directory)
+            if found is not None:
+                return found
+    raise UserError(
+        f"cannot find the agent source (agent/src/{PACKAGE}) above the installer "
+        "or the current directory; pass --agent-src PATH"
+    )
+
+
+def read_collectors(registry: Path) -> tuple[str, ...]:
+    """`ALL_COLLECTORS` from the agent's registry module, read without importing it."""
+    try:
+        tree = ast.parse(registry.read_text(encoding="utf-8"), filename=str(registry))
+    except OSError as exc:
+        raise UserError(f"{registry}: cannot read collector registry: {exc.strerror}") from exc
+    except SyntaxError as exc:
+        raise UserError(f"{registry}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == "ALL_COLLECTORS" for t in targets):
+            continue
+        assert node.value is not None
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError as exc:
+            raise UserError(f"{registry}: ALL_COLLECTORS must be a literal tuple") from exc
+        if not isinstance(value, (tuple, list)) or not all(
+            isinstance(name, str) and _COLLECTOR_NAME.match(name) for name in value
+        ):
+            raise UserError(
+                f"{registry}: ALL_COLLECTORS must be a tuple of lower-case collector names"
+            )
+        return tuple(value)
+    raise UserError(f"{registry}: ALL_COLLECTORS not defined")
+
+
+def read_version(root: Path) -> str:
+    """The agent's version: pyproject's [project].version, else `__version__` in the package."""
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{pyproject}: {exc}") from exc
+        version = project.get("version")
+        if isinstance(version, str) and version:
+            return version
+    init = root / "src" / PACKAGE / "__init__.py"
+    tree = ast.parse(init.read_text(encoding="utf-8"), filename=str(init))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value
+    raise UserError(
+        f"{pyproject}: no [project].version and no __version__ in {init}; pass --version"
+    )
+
+
+def load_agent_source(root: Path) -> AgentSource:
+    """Read what the installer needs from an agent checkout and check it is complete."""
+    package_dir = root / "src" / PACKAGE
+    collectors = read_collectors(package_dir / REGISTRY)
+    for name in collectors:
+        if not (package_dir / "collectors" / f"{name}.py").is_file():
+            raise UserError(
+                f"{package_dir / REGISTRY}: collector {name!r} is registered "
+                f"but collectors/{name}.py is missing"
+            )
+    for name in PACKAGING_FILES:
+        if not (root / "packaging" / name).is_file():
+            raise UserError(f"{root / 'packaging'}: {name} is missing from the agent checkout")
+    return AgentSource(root=root, version=read_version(root), collectors=collectors)
+
+
+def select_collectors(requested: str | None, available: tuple[str, ...]) -> tuple[str, ...]:
+    """Parse `--collectors a,b`: default all; registry order, so the order typed does not matter."""
+    if requested is None:
+        return available
+    names = [name.strip() for name in requested.split(",")]
+    if any(not name for name in names):
+        raise UserError(
+            f"--collectors {requested!r}: empty name in list; choose from: {', '.join(available)}"
+        )
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise UserError(
+            f"--collectors: unknown collector {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(available)}"
+        )
+    return tuple(name for name in available if name in names)
+
+
+def _is_packaged(relative: PurePosixPath, dropped: set[PurePosixPath]) -> bool:
+    name = relative.name
+    return not (
+        relative in dropped
+        or name.startswith(".")
+        or name.endswith(_SKIP_SUFFIXES)
+        or _TEST_FILE.match(name)
+    )
+
+
+def package_files(
+    source: AgentSource, collectors: Iterable[str]
+) -> list[tuple[Path, PurePosixPath]]:
+    """(source file, path inside defender_agent/) for the core plus the selected collectors.
+
+    Core is everything in the package except `collectors/<name>.py` of unselected
+    collectors; bytecode, tests and editor droppings never ship.
+    """
+    selected = set(collectors)
+    dropped = {
+        PurePosixPath("collectors", f"{name}.py")
+        for name in source.collectors
+        if name not in selected
+    }
+    files: list[tuple[Path, PurePosixPath]] = []
+    for directory, subdirs, filenames in os.walk(source.package_dir):
+        subdirs[:] = sorted(
+            d
+            for d in subdirs
+            if d not in _SKIP_DIRS and not d.startswith(".") and not d.endswith(".egg-info")
+        )
+        base = Path(directory)
+        for filename in sorted(filenames):
+            path = base / filename
+            relative = PurePosixPath(path.relative_to(source.package_dir).as_posix())
+            if path.is_file() and _is_packaged(relative, dropped):
+                files.append((path, relative))
+    return files

@@ -1,0 +1,27 @@
+"""Where the agent's files live on a device: the one copy every package format uses.
+
+These paths are the project-wide contract (see docs/installer.md); maintainer
+scripts and the nfpm configuration are rendered from them, never hard-coded twice.
+"""
+
+from __future__ import annotations
+
+PACKAGE_NAME = "defender-agent"
+SERVICE_NAME = "defender-agent"
+LIB_DIR = "/usr/lib/defender-agent"
+PYTHON_PACKAGE_DIR = f"{LIB_DIR}/defender_agent"
+BUILD_INFO_PATH = f"{LIB_DIR}/BUILD-INFO.json"
+COMMAND_PATH = "/usr/bin/defender-agent"
+SYSTEMD_UNIT_PATH = "/lib/systemd/system/defender-agent.service"
+INIT_SCRIPT_PATH = "/etc/init.d/defender-agent"
+CONFIG_DIR = "/etc/defender-agent"
+CONFIG_PATH = f"{CONFIG_DIR}/agent.toml"
+STATE_DIR = "/var/lib/defender-agent"
+
+LICENSE = "MIT"
+MAINTAINER = "Defender maintainers <defender@example.org>"
+DESCRIPTION = (
+    "Open on-device security agent for embedded Linux\n"
+    "Collects login and system events, detects brute-force attacks and other threats,\n"
+    "and writes alerts as JSON lines. Replaces the Microsoft Defender for IoT micro agent."
+)

@@ -1,0 +1,1 @@
+require defender-agent.inc

@@ -1,0 +1,95 @@
+"""One list of collectors: the agent registry, the Yocto recipe and the installer agree.
+
+The recipe is read as text (no bitbake needed): its DEFENDER_COLLECTORS list, its
+PACKAGECONFIG flags and its default PACKAGECONFIG must all be the registry's
+ALL_COLLECTORS. The installer must accept exactly those names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from defender_agent.collectors import ALL_COLLECTORS
+from defender_installer.agent_source import load_agent_source, select_collectors
+from defender_installer.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE_DIR = REPO / "meta-defender" / "recipes-security" / "defender-agent"
+INC = RECIPE_DIR / "defender-agent.inc"
+
+
+def recipe_text() -> str:
+    """The .inc with line continuations joined, as bitbake reads it."""
+    return INC.read_text(encoding="utf-8").replace("\\\n", " ")
+
+
+def assignment(name: str, text: str) -> str:
+    found = re.findall(rf'^{re.escape(name)}\s*(?:\?\?=|\?=|=)\s*"([^"]*)"', text, re.M)
+    assert len(found) == 1, f"{INC}: expected one assignment of {name}, found {found}"
+    return found[0]
+
+
+def packageconfig_flags(text: str) -> dict[str, list[str]]:
+    """PACKAGECONFIG[flag] -> its six comma-separated fields."""
+    flags = re.findall(r'^PACKAGECONFIG\[([^\]]+)\]\s*=\s*"([^"]*)"', text, re.M)
+    return {name: value.split(",") for name, value in flags}
+
+
+def test_registry_is_what_the_contract_says() -> None:
+    assert ALL_COLLECTORS == ("login", "sysinfo")
+
+
+def test_recipe_collector_list_is_the_registry() -> None:
+    text = recipe_text()
+    assert tuple(assignment("DEFENDER_COLLECTORS", text).split()) == ALL_COLLECTORS
+
+
+def test_recipe_has_one_packageconfig_flag_per_collector() -> None:
+    flags = packageconfig_flags(recipe_text())
+    assert tuple(sorted(flags)) == tuple(sorted(ALL_COLLECTORS))
+    for name, fields in flags.items():
+        assert len(fields) <= 6, f"PACKAGECONFIG[{name}] has too many fields"
+        rdepends = fields[3].split() if len(fields) > 3 else []
+        assert all(dep.startswith("python3-") for dep in rdepends), (name, rdepends)
+
+
+def test_recipe_enables_every_collector_by_default() -> None:
+    assert assignment("PACKAGECONFIG", recipe_text()) == "${DEFENDER_COLLECTORS}"
+
+
+def test_installer_accepts_exactly_the_registry() -> None:
+    source = load_agent_source(REPO / "agent")
+    assert source.collectors == ALL_COLLECTORS
+    assert select_collectors(None, source.collectors) == ALL_COLLECTORS
+    assert select_collectors(",".join(reversed(ALL_COLLECTORS)), source.collectors) == (
+        ALL_COLLECTORS
+    )
+    with pytest.raises(UserError):
+        select_collectors("no-such-collector", source.collectors)
+
+
+def test_every_collector_has_its_module() -> None:
+    for name in ALL_COLLECTORS:
+        assert (REPO / "agent/src/defender_agent/collectors" / f"{name}.py").is_file(), name
+
+
+def test_recipe_installs_files_that_exist() -> None:
+    """do_install copies from agent/packaging/ (the one copy); each must be there."""
+    used = set(re.findall(r"\$\{S\}/packaging/([\w.-]+)", recipe_text()))
+    assert used == {"agent.toml", "defender-agent.service", "defender-agent.init"}
+    for name in used:
+        assert (REPO / "agent" / "packaging" / name).is_file(), name
+
+
+def test_license_checksum_matches_the_license() -> None:
+    md5 = re.search(r"file://\.\./LICENSE;md5=([0-9a-f]{32})", recipe_text())
+    assert md5, "LIC_FILES_CHKSUM must point at ../LICENSE (the repository's LICENSE)"
+    assert hashlib.md5((REPO / "LICENSE").read_bytes()).hexdigest() == md5.group(1)
+
+
+def test_recipe_version_is_the_agent_version() -> None:
+    recipes = sorted(p.name for p in RECIPE_DIR.glob("defender-agent_*.bb"))
+    assert recipes == [f"defender-agent_{load_agent_source(REPO / 'agent').version}.bb"]

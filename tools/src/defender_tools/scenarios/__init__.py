@@ -1,0 +1,1 @@
+"""Attack scenarios run from the host against a booted guest."""
