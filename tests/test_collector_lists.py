@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,37 @@ def test_license_checksum_matches_the_license() -> None:
 def test_recipe_version_is_the_agent_version() -> None:
     recipes = sorted(p.name for p in RECIPE_DIR.glob("defender-agent_*.bb"))
     assert recipes == [f"defender-agent_{load_agent_source(REPO / 'agent').version}.bb"]
+
+
+def run_collector_pruning(tmp_path: Path, packageconfig: str) -> set[str]:
+    """Run the recipe's own do_install pruning loop on a copy of the installed package."""
+    loop = re.search(
+        r"^    for collector in \$\{DEFENDER_COLLECTORS\}; do\n.*?^    done\n",
+        INC.read_text(encoding="utf-8"),
+        re.M | re.S,
+    )
+    assert loop, f"{INC}: do_install has no collector pruning loop"
+    site = "/usr/lib/python3.12/site-packages"
+    collectors = tmp_path / site.lstrip("/") / "defender_agent" / "collectors"
+    (collectors / "__pycache__").mkdir(parents=True)
+    for name in ("__init__", *ALL_COLLECTORS):
+        (collectors / f"{name}.py").write_text("", encoding="utf-8")
+        (collectors / "__pycache__" / f"{name}.cpython-312.pyc").write_bytes(b"")
+    values = {
+        "DEFENDER_COLLECTORS": " ".join(ALL_COLLECTORS),
+        "PACKAGECONFIG": packageconfig,
+        "D": str(tmp_path),
+        "PYTHON_SITEPACKAGES_DIR": site,
+    }
+    script = re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), loop.group(0))
+    subprocess.run(["sh", "-eu", "-c", script], check=True)
+    return {p.relative_to(collectors).as_posix() for p in collectors.rglob("*.py*")}
+
+
+@pytest.mark.parametrize("selected", [(), ("login",), ("sysinfo",), ALL_COLLECTORS])
+def test_do_install_keeps_only_selected_collectors(tmp_path: Path, selected: tuple[str]) -> None:
+    left = run_collector_pruning(tmp_path, " ".join(selected))
+    expected = {"__init__.py", "__pycache__/__init__.cpython-312.pyc"}
+    for name in selected:
+        expected |= {f"{name}.py", f"__pycache__/{name}.cpython-312.pyc"}
+    assert left == expected

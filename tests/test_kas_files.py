@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema.validators import validator_for
-from kas import __compatible_file_version__, __file_version__
 from kas.configschema import CONFIGSCHEMA
+
+from kas import __compatible_file_version__, __file_version__
 
 REPO = Path(__file__).resolve().parent.parent
 KAS_DIR = REPO / "kas"
@@ -85,7 +86,9 @@ def test_top_level_kas_file_builds_defender(path: Path) -> None:
     assert 'IMAGE_INSTALL:append = " defender-agent"' in local_conf
     assert 'INIT_MANAGER = "systemd"' in local_conf
     core_layers = {
-        (name, layer) for name, repo in config["repos"].items() for layer in repo.get("layers") or {}
+        (name, layer)
+        for name, repo in config["repos"].items()
+        for layer in repo.get("layers") or {}
     }
     assert ("poky", "meta") in core_layers or ("openembedded-core", "meta") in core_layers
     for name, repo in config["repos"].items():

@@ -33,7 +33,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config.Config:
     return config.validate(data, str(tmp_path / "agent.toml"), collectors.available())
 
 
-def drive(rt: Any, until: Callable[[], bool], timeout: float = 3.0) -> bool:
+def _drive(rt: Any, until: Callable[[], bool], timeout: float = 3.0) -> bool:
     """Run the loop in short turns until `until()` holds or the timeout passes."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -41,6 +41,11 @@ def drive(rt: Any, until: Callable[[], bool], timeout: float = 3.0) -> bool:
         if until():
             return True
     return False
+
+
+@pytest.fixture
+def drive() -> Callable[..., bool]:
+    return _drive
 
 
 @pytest.fixture

@@ -23,14 +23,25 @@ def fact(line: str) -> AuthFact:
 def test_openssh_failed_password_both_timestamp_forms(prefix: str) -> None:
     f = fact(prefix + "sshd[1234]: Failed password for root from 10.0.2.2 port 52712 ssh2")
     assert f == AuthFact(
-        kind="failed", service="sshd", user="root", source="10.0.2.2", port=52712, pid=1234,
+        kind="failed",
+        service="sshd",
+        user="root",
+        source="10.0.2.2",
+        port=52712,
+        pid=1234,
         method="password",
     )
 
 
 def test_openssh_failure_forms() -> None:
     f = fact(BSD + "sshd[99]: Failed password for invalid user admin from 10.0.2.2 port 4 ssh2")
-    assert (f.kind, f.user, f.invalid_user, f.source, f.port) == ("failed", "admin", True, "10.0.2.2", 4)
+    assert (f.kind, f.user, f.invalid_user, f.source, f.port) == (
+        "failed",
+        "admin",
+        True,
+        "10.0.2.2",
+        4,
+    )
     f = fact(
         ISO + "sshd[99]: Failed publickey for git from 2001:db8::7 port 40022 ssh2: "
         "ED25519 SHA256:Vy0xbq5ZVMoO7qQf2sC7rUXv4r7Zq4lK3p8a9ULLVGc"
@@ -45,9 +56,9 @@ def test_openssh_failure_forms() -> None:
     f = fact(ISO + "sshd-session[77]: Failed password for root from 10.0.2.2 port 5 ssh2")
     assert (f.service, f.pid) == ("sshd", 77)
     # "none" is the client's probe, not an attempt
-    assert parse_line(BSD + "sshd[9]: Failed none for invalid user x from 10.0.2.2 port 5 ssh2") == (
-        authlog.SKIP_IGNORED
-    )
+    assert parse_line(
+        BSD + "sshd[9]: Failed none for invalid user x from 10.0.2.2 port 5 ssh2"
+    ) == (authlog.SKIP_IGNORED)
     # PAM repeats the failure; the "Failed password" line is the one that counts
     line = (
         BSD + "sshd[9]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
@@ -66,7 +77,9 @@ def test_openssh_success_logout_and_facts() -> None:
     assert (f.kind, f.method) == ("accepted", "publickey")
     f = fact(BSD + "sshd[5]: Invalid user oracle from 203.0.113.9 port 40000")
     assert (f.kind, f.user, f.source) == ("invalid-user", "oracle", "203.0.113.9")
-    f = fact(BSD + "sshd[5]: Connection closed by authenticating user root 10.0.2.2 port 9 [preauth]")
+    f = fact(
+        BSD + "sshd[5]: Connection closed by authenticating user root 10.0.2.2 port 9 [preauth]"
+    )
     assert (f.kind, f.user, f.port) == ("preauth-close", "root", 9)
     f = fact(
         BSD + "sshd[5]: error: maximum authentication attempts exceeded for invalid user admin "
@@ -85,13 +98,18 @@ def test_rsyslog_repeat_and_busybox_facility() -> None:
         "port 22 ssh2]"
     )
     assert (f.kind, f.repeat, f.source) == ("failed", 3, "10.0.2.2")
-    f = fact("Nov 27 08:00:00 gw authpriv.info dropbear[7]: Bad password attempt for 'root' from 10.0.2.2:5")
+    f = fact(
+        "Nov 27 08:00:00 gw authpriv.info dropbear[7]: "
+        "Bad password attempt for 'root' from 10.0.2.2:5"
+    )
     assert (f.kind, f.service, f.source, f.port) == ("failed", "dropbear", "10.0.2.2", 5)
 
 
 def test_dropbear_lines() -> None:
     f = fact(BSD + "dropbear[311]: Bad password attempt for 'admin' from 10.0.2.2:53514")
-    assert f == AuthFact(kind="failed", service="dropbear", user="admin", source="10.0.2.2", port=53514, pid=311)
+    assert f == AuthFact(
+        kind="failed", service="dropbear", user="admin", source="10.0.2.2", port=53514, pid=311
+    )
     f = fact(ISO + "dropbear[311]: Bad PAM password attempt for 'root' from 2001:db8::2:40000")
     assert (f.kind, f.user, f.source, f.port) == ("failed", "root", "2001:db8::2", 40000)
     f = fact(BSD + "dropbear[311]: Login attempt for nonexistent user from 10.0.2.2:53514")
@@ -102,7 +120,13 @@ def test_dropbear_lines() -> None:
         BSD + "dropbear[312]: Exit before auth from <10.0.2.2:53600>: (user 'root', 3 fails): "
         "Max auth tries reached - user 'root' from 10.0.2.2:53600"
     )
-    assert (f.kind, f.user, f.fails, f.source, f.port) == ("exit-before-auth", "root", 3, "10.0.2.2", 53600)
+    assert (f.kind, f.user, f.fails, f.source, f.port) == (
+        "exit-before-auth",
+        "root",
+        3,
+        "10.0.2.2",
+        53600,
+    )
     f = fact(BSD + "dropbear[312]: Exit before auth from <10.0.2.2:53600>: Exited normally")
     assert (f.kind, f.user, f.source) == ("exit-before-auth", None, "10.0.2.2")
     f = fact(BSD + "dropbear[400]: Password auth succeeded for 'root' from 10.0.2.2:53514")
@@ -121,7 +145,11 @@ def test_dropbear_lines() -> None:
 def test_local_login_failures() -> None:
     f = fact(BSD + "login[812]: FAILED LOGIN (1) on '/dev/tty1' FOR 'root', Authentication failure")
     assert (f.kind, f.service, f.user, f.tty, f.source) == (
-        "local-failed", "login", "root", "/dev/tty1", None,
+        "local-failed",
+        "login",
+        "root",
+        "/dev/tty1",
+        None,
     )
     f = fact(BSD + "login[812]: FAILED LOGIN 2 FROM 192.0.2.5 FOR admin, Authentication failure")
     assert (f.kind, f.user, f.source) == ("local-failed", "admin", "192.0.2.5")
@@ -131,7 +159,10 @@ def test_local_login_failures() -> None:
 
 def test_skips_are_reasons() -> None:
     assert parse_line("garbage") == authlog.SKIP_NO_PREFIX
-    assert parse_line(BSD + "CRON[1]: pam_unix(cron:session): session opened") == authlog.SKIP_OTHER_PROGRAM
+    assert (
+        parse_line(BSD + "CRON[1]: pam_unix(cron:session): session opened")
+        == authlog.SKIP_OTHER_PROGRAM
+    )
     assert parse_line(BSD + "sshd[1]: Server listening on 0.0.0.0 port 22.") == authlog.SKIP_UNKNOWN
 
 

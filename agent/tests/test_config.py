@@ -74,7 +74,10 @@ def test_unknown_section_and_collector(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[agent]\nheartbeat_interval = "5m"\n', "agent.heartbeat_interval: expected a number, got '5m'"),
+        (
+            '[agent]\nheartbeat_interval = "5m"\n',
+            "agent.heartbeat_interval: expected a number, got '5m'",
+        ),
         ("[detectors.brute_force]\nmax_failures = 2.5\n", "expected an integer, got 2.5"),
         ("[detectors.brute_force]\nenabled = 1\n", "expected true or false, got 1"),
         ('[collectors.login]\nauth_logs = "/var/log/auth.log"\n', "expected a list of strings"),
@@ -93,7 +96,10 @@ def test_bad_type(tmp_path: Path, text: str, message: str) -> None:
     ("text", "message"),
     [
         ("[detectors.brute_force]\nmax_failures = 0\n", "max_failures: 0 is below the minimum 1"),
-        ("[collectors.login]\npoll_interval = 120\n", "poll_interval: 120.0 is above the maximum 60"),
+        (
+            "[collectors.login]\npoll_interval = 120\n",
+            "poll_interval: 120.0 is above the maximum 60",
+        ),
         ("[outputs.file]\nmax_bytes = 100\n", "max_bytes: 100 is below the minimum 4096"),
         ("[outputs.file]\nbackups = 21\n", "backups: 21 is above the maximum 20"),
     ],
@@ -125,7 +131,9 @@ def test_invalid_toml_and_missing_files(tmp_path: Path) -> None:
         config.load(missing, BOTH)
 
 
-def test_missing_default_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_default_file_means_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(config, "DEFAULT_PATH", str(tmp_path / "absent.toml"))
     cfg = config.load(None, BOTH)
     assert not cfg.from_file
@@ -135,7 +143,9 @@ def test_missing_default_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tm
 
 def test_packaged_agent_toml_is_current_and_parses_to_defaults() -> None:
     packaged = ROOT / "agent" / "packaging" / "agent.toml"
-    assert packaged.read_text() == config.render_toml(), "regenerate: defender-agent config defaults"
+    assert packaged.read_text() == config.render_toml(), (
+        "regenerate: defender-agent config defaults"
+    )
     parsed = tomllib.loads(packaged.read_text())  # only empty tables: every key commented
     assert parsed["agent"] == {} and parsed["collectors"] == {"login": {}, "sysinfo": {}}
     assert config.validate(parsed, "packaged", BOTH).section("agent") == config.defaults()["agent"]
@@ -147,9 +157,9 @@ def test_packaged_agent_toml_is_current_and_parses_to_defaults() -> None:
         for line in packaged.read_text().splitlines()
     )
     data = tomllib.loads(uncommented)
-    assert sum(len(v) if k == "agent" else sum(len(t) for t in v.values()) for k, v in data.items()) == len(
-        config.SCHEMA
-    )
+    assert sum(
+        len(v) if k == "agent" else sum(len(t) for t in v.values()) for k, v in data.items()
+    ) == len(config.SCHEMA)
     config.validate(data, "uncommented", BOTH)
 
 

@@ -429,7 +429,12 @@ def load(path: str | None, available: tuple[str, ...]) -> Config:
     try:
         import tomllib  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
+        try:
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
+        except ImportError:
+            raise ConfigError(
+                f"{target}: cannot parse TOML: Python < 3.11 needs the 'tomli' package"
+            ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -192,7 +192,8 @@ class Guest:
                 self.command, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT
             )
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise GuestError with QEMU's last words if it has exited."""
         if self._proc is not None and self._proc.poll() is not None:
             err = (self._tmp / "qemu.stderr").read_text(errors="replace").strip()
             last = err.splitlines()[-1] if err else "no message"
@@ -205,7 +206,7 @@ class Guest:
         """Block until root logs in with the key; return seconds since start()."""
         deadline = self._started + self.boot_timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             if ssh_banner(self.ssh_port):
                 try:
                     self._client = self._connect()
@@ -283,7 +284,7 @@ class Guest:
             qmp.connect(negotiate=True)
             for command in commands:
                 qmp.cmd(command)
-        except Exception:  # noqa: BLE001 - QEMU may be gone already; shutdown falls back to kill
+        except Exception:  # QEMU may be gone already; shutdown falls back to kill
             pass
         finally:
             with contextlib.suppress(Exception):

@@ -367,7 +367,7 @@ def describe(section: dict[str, Any]) -> list[str]:
 
             Inotify().close()
             how = "inotify"
-        except OSError as exc:
+        except Exception as exc:  # OSError, or MemoryError from ctypes under W^X
             how = f"poll every {section['poll_interval']} s (inotify unavailable: {exc})"
     layout = section["utmp_layout"]
     if layout == "auto":

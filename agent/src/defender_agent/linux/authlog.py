@@ -111,7 +111,7 @@ _LOGIN: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "local-failed",
         re.compile(
-            r"invalid password for '(?P<user>.*)'(?: on '(?P<tty>[^']*)')?"
+            r"invalid password for '(?P<user>[^']*)'(?: on '(?P<tty>[^']*)')?"
             r"(?: from '(?P<source>[^']*)')?$"
         ),
     ),

@@ -242,7 +242,7 @@ class Watcher:
             from defender_agent.linux.inotify import Inotify
 
             ino = Inotify()
-        except (ImportError, OSError) as exc:
+        except Exception as exc:  # ImportError, OSError, or MemoryError from ctypes under W^X
             self.problem = f"inotify unavailable ({exc}); polling"
             log.warning("%s", self.problem)
             self.polled = list(self.followers)

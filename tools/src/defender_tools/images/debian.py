@@ -40,6 +40,7 @@ INCLUDE = (
     "rsyslog",  # writes /var/log/auth.log, which the login collector follows
     "systemd-sysv",
     "udev",  # systemd-networkd waits for udev to initialise links
+    "dbus",  # systemd-logind needs it, and logind turns QMP system_powerdown into a poweroff
     "passwd",
     "mount",
     "kmod",
@@ -69,6 +70,11 @@ DPKG_OPTS = (
 )
 # Sets up merged /usr itself, so init-system-helpers does not pull usrmerge and perl (~50 MB).
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
+MASKED_UNITS = (
+    "proc-sys-fs-binfmt_misc.automount",
+    "proc-sys-fs-binfmt_misc.mount",
+    "systemd-binfmt.service",
+)
 KERNEL_CMDLINE = "net.ifnames=0 quiet loglevel=4 systemd.show_status=auto"
 
 INIT_SCRIPT = f"""#!/bin/sh
@@ -292,7 +298,9 @@ def _mmdebstrap(
         cmd.insert(2, f"--hook-dir={MERGED_USR_HOOKS}")
     if packages:
         cmd += ['--customize-hook=mkdir -p "$1/tmp/defender-debs"']
-        cmd += ["--customize-hook=copy-in " + " ".join(str(p) for p in packages) + " /tmp/defender-debs"]
+        cmd += [
+            "--customize-hook=copy-in " + " ".join(str(p) for p in packages) + " /tmp/defender-debs"
+        ]
         # The packages' postinst enables the service; mmdebstrap's policy-rc.d stops it starting.
         cmd += ['--customize-hook=chroot "$1" sh -c "dpkg -i /tmp/defender-debs/*.deb"']
         cmd += ['--customize-hook=rm -rf "$1/tmp/defender-debs"']
@@ -375,7 +383,21 @@ def _configure(rootfs: Path, key: str, pubkey: str) -> None:
     _write(rootfs / "init", INIT_SCRIPT, 0o755)
     chroot = ["chroot", str(rootfs)]
     _run([*chroot, "systemctl", "enable", "systemd-networkd.service"], "enabling systemd-networkd")
-    _run([*chroot, "useradd", "--create-home", "--gid", "users", "--shell", "/bin/bash", OPERATOR_USER], "useradd")
+    # No binfmt_misc module in the image: these units would only fail and mark boot degraded.
+    _run([*chroot, "systemctl", "mask", *MASKED_UNITS], "masking units")
+    _run(
+        [
+            *chroot,
+            "useradd",
+            "--create-home",
+            "--gid",
+            "users",
+            "--shell",
+            "/bin/bash",
+            OPERATOR_USER,
+        ],
+        "useradd",
+    )
     _run(
         [*chroot, "chpasswd"],
         "setting the operator password",
@@ -390,7 +412,14 @@ def _configure(rootfs: Path, key: str, pubkey: str) -> None:
 
 def _manifest(rootfs: Path, out: Path) -> None:
     proc = _run(
-        ["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"],
+        [
+            "chroot",
+            str(rootfs),
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package}\t${Version}\t${Architecture}\n",
+        ],
         "listing installed packages",
     )
     out.write_text("".join(sorted(proc.stdout.splitlines(keepends=True))), encoding="utf-8")
@@ -508,7 +537,18 @@ def build_image(
         for stale in (paths["key"], paths["pubkey"]):
             stale.unlink(missing_ok=True)
         _run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", str(paths["key"])],
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"root@{name}",
+                "-f",
+                str(paths["key"]),
+            ],
             "ssh-keygen",
         )
         _configure(rootfs, key, paths["pubkey"].read_text())

@@ -1,0 +1,209 @@
+"""Login collector through the real runtime: dedup of auth log + btmp, Dropbear holds."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from defender_agent.cli import build_runtime
+from defender_agent.collectors import login as login_mod
+from defender_agent.linux import utmp
+
+SSHD_FAIL = (
+    "Nov 27 08:00:00 gw sshd[{pid}]: Failed password for {user} from 10.0.2.2 port {port} ssh2\n"
+)
+
+
+def records(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "state" / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def logins(tmp_path: Path) -> list[dict[str, Any]]:
+    return [
+        r["payload"] for r in records(tmp_path) if r["payload"].get("event", "").startswith("log")
+    ]
+
+
+def alerts(tmp_path: Path) -> list[dict[str, Any]]:
+    return [r["payload"] for r in records(tmp_path) if r["type"] == "alert"]
+
+
+def btmp_record(user: str, pid: int, addr: str | None = "10.0.2.2") -> bytes:
+    rec = utmp.UtmpRecord(
+        type=utmp.LOGIN_PROCESS,
+        pid=pid,
+        line="ssh:notty",
+        id="",
+        user=user,
+        host=addr or "",
+        session=0,
+        tv_sec=int(time.time()),
+        tv_usec=0,
+        addr=addr,
+    )
+    return utmp.encode(rec, utmp.layout_for_machine())
+
+
+def append(path: Path, data: str | bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+
+
+@pytest.fixture
+def agent(tmp_path: Path, cfg_factory: Callable[..., Any]) -> Any:
+    for name in ("auth.log", "btmp", "wtmp"):
+        (tmp_path / name).write_bytes(b"")
+    cfg = cfg_factory(collectors__login={"dedup_hold": 0.3})
+    rt = build_runtime(cfg)
+    rt.start(heartbeat_interval=3600, statistics_interval=3600)
+    rt.run_once(0.01)
+    yield rt
+    rt.shutdown()
+
+
+def test_authlog_then_btmp_is_one_event(
+    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+) -> None:
+    append(tmp_path / "auth.log", SSHD_FAIL.format(pid=10, user="root", port=1))
+    append(tmp_path / "btmp", btmp_record("root", 10))
+    drive(agent, lambda: False, timeout=0.6)  # past the hold
+    got = logins(tmp_path)
+    assert [(e["event"], e["origin"], e["port"]) for e in got] == [("login-failed", "authlog", 1)]
+    assert agent.collectors[0].skipped()["merged-failed"] == 1
+
+
+def test_btmp_then_authlog_is_one_event(
+    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+) -> None:
+    append(tmp_path / "btmp", btmp_record("root", 11))
+    agent.run_once(0.05)
+    assert logins(tmp_path) == []  # waits for its auth-log twin
+    append(tmp_path / "auth.log", SSHD_FAIL.format(pid=11, user="root", port=2))
+    assert drive(agent, lambda: len(logins(tmp_path)) == 1, timeout=1.0)
+    drive(agent, lambda: False, timeout=0.5)
+    assert [e["origin"] for e in logins(tmp_path)] == ["authlog"]
+
+
+def test_btmp_only_failure_is_emitted_after_the_hold(
+    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+) -> None:
+    start = time.monotonic()
+    append(tmp_path / "btmp", btmp_record("admin", 12))
+    assert drive(agent, lambda: len(logins(tmp_path)) == 1, timeout=2.0)
+    assert time.monotonic() - start >= 0.25
+    (event,) = logins(tmp_path)
+    assert (event["origin"], event["user"], event["source"], event["service"]) == (
+        "btmp",
+        "admin",
+        "10.0.2.2",
+        "sshd",
+    )
+
+
+def test_each_attempt_counts_once_for_the_detector(
+    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+) -> None:
+    for i in range(4):  # 4 attempts reported twice each: must stay below max_failures=5
+        append(tmp_path / "btmp", btmp_record("root", 20 + i))
+        append(tmp_path / "auth.log", SSHD_FAIL.format(pid=20 + i, user="root", port=i))
+    drive(agent, lambda: False, timeout=0.6)
+    assert len(logins(tmp_path)) == 4
+    assert alerts(tmp_path) == []
+    append(tmp_path / "auth.log", SSHD_FAIL.format(pid=30, user="root", port=9))
+    append(tmp_path / "btmp", btmp_record("root", 30))
+    assert drive(agent, lambda: len(alerts(tmp_path)) == 1, timeout=1.0)
+    drive(agent, lambda: False, timeout=0.5)
+    assert [a["count"] for a in alerts(tmp_path)] == [5]
+
+
+def test_dropbear_addressless_nonexistent_user_is_correlated(
+    tmp_path: Path, agent: Any, drive: Callable[..., bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(login_mod, "DROPBEAR_HOLD", 0.3)
+    log = tmp_path / "auth.log"
+    # 1: the address comes from the later "Exit before auth" of the same pid
+    append(log, "Nov 27 08:00:00 gw dropbear[501]: Login attempt for nonexistent user\n")
+    agent.run_once(0.05)
+    assert logins(tmp_path) == []
+    append(
+        log,
+        "Nov 27 08:00:01 gw dropbear[501]: Exit before auth from <10.0.2.2:40001>: "
+        "Max auth tries reached - user 'is invalid' from 10.0.2.2:40001\n",
+    )
+    assert drive(agent, lambda: len(logins(tmp_path)) == 1, timeout=1.0)
+    # 2: the address is already known from "Child connection from" of that pid
+    append(
+        log,
+        "Nov 27 08:00:02 gw dropbear[502]: Child connection from 198.51.100.7:40002\n"
+        "Nov 27 08:00:02 gw dropbear[502]: Login attempt for nonexistent user\n",
+    )
+    assert drive(agent, lambda: len(logins(tmp_path)) == 2, timeout=1.0)
+    # 3: never resolved: flushed with source null after the hold
+    append(log, "Nov 27 08:00:03 gw dropbear[503]: Login attempt for nonexistent user\n")
+    assert drive(agent, lambda: len(logins(tmp_path)) == 3, timeout=2.0)
+    got = [(e["source"], e["port"], e["service"]) for e in logins(tmp_path)]
+    assert got == [
+        ("10.0.2.2", 40001, "dropbear"),
+        ("198.51.100.7", 40002, "dropbear"),
+        (None, None, "dropbear"),
+    ]
+
+
+def test_wtmp_login_and_logout(tmp_path: Path, agent: Any, drive: Callable[..., bool]) -> None:
+    layout = utmp.layout_for_machine()
+    login_rec = utmp.UtmpRecord(
+        utmp.USER_PROCESS,
+        600,
+        "pts/3",
+        "ts/3",
+        "alice",
+        "10.0.2.2",
+        0,
+        int(time.time()),
+        0,
+        "10.0.2.2",
+    )
+    append(
+        tmp_path / "auth.log",
+        "Nov 27 08:00:00 gw sshd[599]: Accepted password for alice from 10.0.2.2 port 7 ssh2\n",
+    )
+    append(tmp_path / "wtmp", utmp.encode(login_rec, layout))
+    append(
+        tmp_path / "wtmp",
+        utmp.encode(
+            login_rec._replace(type=utmp.DEAD_PROCESS, user="", host="", addr=None), layout
+        ),
+    )
+    drive(agent, lambda: False, timeout=0.6)
+    got = [(e["event"], e["origin"], e["user"]) for e in logins(tmp_path)]
+    assert got == [("login", "authlog", "alice"), ("logout", "wtmp", "alice")]
+
+
+def test_restart_resumes_without_loss_or_duplicates(
+    tmp_path: Path, cfg_factory: Callable[..., Any], drive: Callable[..., bool]
+) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    cfg = cfg_factory()
+    rt = build_runtime(cfg)
+    rt.start(3600, 3600)
+    append(log, SSHD_FAIL.format(pid=1, user="a", port=1))
+    assert drive(rt, lambda: len(logins(tmp_path)) == 1, timeout=1.0)
+    rt.shutdown()
+    append(log, SSHD_FAIL.format(pid=2, user="b", port=2))  # written while the agent is down
+    rt2 = build_runtime(cfg)
+    rt2.start(3600, 3600)
+    append(log, SSHD_FAIL.format(pid=3, user="c", port=3))
+    assert drive(rt2, lambda: len(logins(tmp_path)) == 3, timeout=1.0)
+    drive(rt2, lambda: False, timeout=0.2)
+    rt2.shutdown()
+    assert [e["user"] for e in logins(tmp_path)] == ["a", "b", "c"]
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["login"]["files"][str(log)]["offset"] == log.stat().st_size

@@ -1,0 +1,118 @@
+"""agent/packaging: the one copy of the unit, init script, launcher and default config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from defender_agent import cli
+
+PACKAGING = Path(__file__).resolve().parents[1] / "packaging"
+SRC = Path(cli.__file__).resolve().parents[1]
+
+
+def test_launcher_runs_the_cli_from_usr_lib(tmp_path: Path) -> None:
+    launcher = (PACKAGING / "defender-agent").read_text()
+    assert launcher.startswith("#!/usr/bin/python3\n")
+    assert 'sys.path.insert(0, "/usr/lib/defender-agent")' in launcher
+    assert os.access(PACKAGING / "defender-agent", os.X_OK)
+    # same launcher, pointed at a copy of the package laid out as in the .deb
+    lib = tmp_path / "usr-lib-defender-agent"
+    shutil.copytree(SRC / "defender_agent", lib / "defender_agent")
+    local = tmp_path / "defender-agent"
+    local.write_text(launcher.replace("/usr/lib/defender-agent", str(lib)))
+    res = subprocess.run(
+        [sys.executable, "-I", str(local), "version"], capture_output=True, text=True, check=False
+    )
+    assert (res.returncode, res.stdout.strip()) == (0, "defender-agent 0.1.0"), res.stderr
+
+
+def test_systemd_unit_is_hardened() -> None:
+    unit = (PACKAGING / "defender-agent.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert settings["ExecStart"] == "/usr/bin/defender-agent run"
+    assert settings["Restart"] == "on-failure"
+    assert settings["StateDirectory"] == "defender-agent"
+    for key in (
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "NoNewPrivileges",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "RestrictRealtime",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+    ):
+        assert settings[key] == "yes", key
+    assert settings["ProtectSystem"] == "strict"
+    assert set(settings["CapabilityBoundingSet"].split()) == {
+        "CAP_DAC_READ_SEARCH",
+        "CAP_SYS_PTRACE",
+        "CAP_NET_ADMIN",
+    }
+    assert settings["MemoryMax"] == "64M"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(PACKAGING / "defender-agent.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    problems = [line for line in res.stderr.splitlines() if "is not executable" not in line]
+    assert problems == [], res.stderr
+
+
+def test_init_script_start_status_stop(tmp_path: Path) -> None:
+    init = PACKAGING / "defender-agent.init"
+    assert subprocess.run(["sh", "-n", str(init)], check=False).returncode == 0
+    daemon = tmp_path / "daemon"
+    daemon.write_text(
+        f'#!/bin/sh\nPYTHONPATH={SRC}:$PYTHONPATH exec {sys.executable} -m defender_agent "$@"\n'
+    )
+    daemon.chmod(0o755)
+    (tmp_path / "auth.log").write_text("")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[agent]\nstate_dir = "{tmp_path / "state"}"\n[collectors.login]\n'
+        f'auth_logs = ["{tmp_path / "auth.log"}"]\nwtmp = ""\nbtmp = ""\n'
+    )
+    env = {
+        **os.environ,
+        "DAEMON": str(daemon),
+        "PIDFILE": str(tmp_path / "pid"),
+        "LOGFILE": str(tmp_path / "log"),
+        "STATEDIR": str(tmp_path / "state"),
+        "DAEMON_ARGS": f"run --config {cfg}",
+    }
+
+    def svc(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", str(init), action],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    try:
+        assert svc("start").returncode == 0
+        status = svc("status")
+        assert status.returncode == 0 and "is running" in status.stdout
+    finally:
+        assert svc("stop").returncode == 0
+    assert svc("status").returncode == 3
+    assert "stopped" in (tmp_path / "log").read_text()

@@ -1,0 +1,115 @@
+"""What a test or the demo asks the agent inside a booted guest, over the admin session."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from defender_tools.qemu_runner import Guest, GuestError
+
+SERVICE = "defender-agent.service"
+
+_MEMORY_SCRIPT = f"""
+pid=$(systemctl show -p MainPID --value {SERVICE} 2>/dev/null)
+if [ -z "$pid" ] || [ "$pid" = 0 ]; then pid=$(pgrep -o -f 'defender[-_]agent'); fi
+test -n "$pid" || exit 3
+echo "Pid: $pid"
+grep -E '^(VmRSS|VmHWM):' /proc/$pid/status
+grep -E '^(Rss|Pss):' /proc/$pid/smaps_rollup
+"""
+
+
+@dataclass(frozen=True)
+class AgentMemory:
+    """Resident memory of the agent process, in KiB."""
+
+    pid: int
+    rss_kib: int
+    hwm_kib: int
+    pss_kib: int
+
+    @property
+    def rss_mib(self) -> float:
+        return round(self.rss_kib / 1024, 1)
+
+    @property
+    def pss_mib(self) -> float:
+        return round(self.pss_kib / 1024, 1)
+
+
+def parse_records(text: str) -> list[dict[str, Any]]:
+    """`alerts --json` output: one JSON object per line (a JSON array is accepted too)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        data = json.loads(text)
+        return [r for r in data if isinstance(r, dict)]
+    records = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def alerts(guest: Guest, since: str | None = None) -> list[dict[str, Any]]:
+    """The agent's alerts, as the device's own CLI reports them."""
+    cmd = "defender-agent alerts --json"
+    if since:
+        cmd += f" --since {shlex.quote(since)}"
+    rc, out, err = guest.ssh(cmd)
+    if rc != 0:
+        raise GuestError(f"`{cmd}` failed ({rc}): {err.strip() or out.strip()}")
+    try:
+        return parse_records(out)
+    except ValueError as exc:
+        raise GuestError(f"`{cmd}` printed something that is not JSON: {exc}") from exc
+
+
+def named(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("payload", {}).get("name") == name]
+
+
+def wait_for_alert(
+    guest: Guest, name: str, timeout: float = 30.0, interval: float = 0.25
+) -> tuple[dict[str, Any], float]:
+    """Poll until an alert NAME exists; return it and the host time it was first seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = named(alerts(guest), name)
+        if found:
+            return found[0], time.time()
+        if time.monotonic() > deadline:
+            raise GuestError(f"no {name} alert within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def service_state(guest: Guest) -> str:
+    """systemd's ActiveState for the agent (active, failed, ...)."""
+    _rc, out, _err = guest.ssh(f"systemctl is-active {SERVICE}")
+    return out.strip()
+
+
+def agent_memory(guest: Guest) -> AgentMemory:
+    """VmRSS/VmHWM from /proc/PID/status and Pss from smaps_rollup of the running agent."""
+    rc, out, err = guest.ssh(_MEMORY_SCRIPT)
+    if rc != 0:
+        raise GuestError(f"agent process not found in the guest ({rc}): {err.strip()}")
+    fields: dict[str, int] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        words = value.split()
+        if words and words[0].isdigit():
+            fields[key.strip()] = int(words[0])
+    return AgentMemory(
+        pid=fields["Pid"],
+        rss_kib=fields.get("VmRSS", 0),
+        hwm_kib=fields.get("VmHWM", 0),
+        pss_kib=fields.get("Pss", 0),
+    )
