@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.stamp-deps
 PYTEST  := $(BIN)/pytest
 LINTED  := agent installer tools qemu-tests tests
 
-.PHONY: demo test lint unit qemu-test deps sysdeps clean
+.PHONY: demo test lint unit qemu-test deps sysdeps docs clean
 
 demo: deps
 	$(BIN)/defender-tools demo
@@ -38,6 +38,11 @@ unit: deps
 
 qemu-test: deps
 	$(PYTEST) -m qemu
+
+# Regenerate the files derived from the agent's config schema (tests fail when stale).
+docs: deps
+	$(BIN)/defender-agent config reference > docs/configuration.md
+	$(BIN)/defender-agent config defaults > agent/packaging/agent.toml
 
 clean:
 	rm -rf build dist $(VENV)

@@ -7,7 +7,8 @@ Runs only against a local checkout, named by environment variables:
   (wrynose and later, where poky is no longer one repository).
 
 The test makes a throw-away build directory under /tmp, adds meta-defender, and runs
-`bitbake -p` and `bitbake -e defender-agent` offline (BB_NO_NETWORK = "1"). bitbake
+`bitbake -p`, `bitbake -e defender-agent` and `bitbake defender-agent -c unpack`
+offline (BB_NO_NETWORK = "1"). bitbake
 refuses to run as root, so as root the commands run as the user DEFENDER_BITBAKE_USER
 (default `defender-build`; create it with `useradd -m defender-build`); the checkout and
 this repository must be readable by that user. Host needs: the HOSTTOOLS bitbake checks
@@ -187,6 +188,17 @@ def test_recipe_is_found_with_every_collector(recipe_env: dict[str, str]) -> Non
     assert recipe_env["INITSCRIPT_NAME"] == "defender-agent"
     assert recipe_env["CONFFILES:defender-agent"] == "/etc/defender-agent/agent.toml"
     assert recipe_env["BB_NO_NETWORK"] == "1"
+
+
+def test_sources_unpack_offline(build: Build, recipe_env: dict[str, str]) -> None:
+    """do_fetch and do_unpack copy the in-tree agent; nothing is downloaded."""
+    build.check("bitbake defender-agent -c unpack")
+    source = Path(recipe_env["S"])
+    for name in ("pyproject.toml", "src/defender_agent/__init__.py", "../LICENSE"):
+        assert (source / name).is_file(), f"{source / name} was not unpacked"
+    for name in ("agent.toml", "defender-agent.service", "defender-agent.init"):
+        assert (source / "packaging" / name).is_file(), name
+    assert not (source / "tests").exists(), "the agent's tests are not part of the build"
 
 
 def test_flag_rdepends_reach_the_package(recipe_env: dict[str, str]) -> None:

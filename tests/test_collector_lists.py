@@ -85,6 +85,16 @@ def test_recipe_installs_files_that_exist() -> None:
         assert (REPO / "agent" / "packaging" / name).is_file(), name
 
 
+def test_recipe_sources_exist() -> None:
+    """Every file:// entry of SRC_URI is found in the repository (the recipe's FILESPATH)."""
+    entries = assignment("SRC_URI", recipe_text()).split()
+    assert entries, "SRC_URI is empty"
+    for entry in entries:
+        assert entry.startswith("file://"), f"{entry}: the recipe must not download"
+        path = REPO / entry.removeprefix("file://").split(";")[0]
+        assert path.exists(), f"SRC_URI {entry}: {path} does not exist"
+
+
 def test_license_checksum_matches_the_license() -> None:
     md5 = re.search(r"file://\.\./LICENSE;md5=([0-9a-f]{32})", recipe_text())
     assert md5, "LIC_FILES_CHKSUM must point at ../LICENSE (the repository's LICENSE)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +15,8 @@ from defender_tools import guest_agent
 from defender_tools.agent_package import build_agent_deb
 from defender_tools.errors import UserError
 from defender_tools.images.debian import build_image
-from defender_tools.qemu_runner import Guest, GuestError
-from defender_tools.scenarios.ssh_brute_force import failed_password_attempts
+from defender_tools.qemu_runner import Guest
+from defender_tools.scenarios.ssh_brute_force import iter_failed_password_attempts
 
 ATTACKER_SOURCE = "10.0.2.2"  # QEMU user networking: every host connection comes from here
 MAX_FAILURES = 5  # the agent's default brute-force threshold: the 5th failure crosses it
@@ -36,10 +35,6 @@ class DemoResult:
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(self.checks.values())
-
-
-def _epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def wait_for_service(guest: Guest, timeout: float = 60.0) -> str:
@@ -85,15 +80,10 @@ def run_demo(
         state = wait_for_service(guest)
         result.checks["agent service active"] = state == "active"
         before = guest_agent.named(guest_agent.alerts(guest), "BruteForce")
-        with say.status(f"{attempts} failed SSH password logins as {user!r}"):
-            stamps = failed_password_attempts(guest.ssh_port, user, attempts)
+        with say.status(f"{attempts} failed SSH password logins as {user!r}, watching alerts"):
+            attack = iter_failed_password_attempts(guest.ssh_port, user, attempts)
+            stamps, alert, seen = guest_agent.watch_attack(guest, "BruteForce", attack)
         result.timings["attack s"] = round(stamps[-1] - stamps[0], 1)
-        with say.status("waiting for the BruteForce alert"):
-            try:
-                alert, seen = guest_agent.wait_for_alert(guest, "BruteForce", timeout=60)
-            except GuestError as exc:
-                say.print(f"[red]{exc}[/red]")
-                alert, seen = None, 0.0
         result.checks["BruteForce alert appeared"] = alert is not None
         if alert is not None:
             _check_alert(result, guest, alert, seen, stamps, user, before)
@@ -119,13 +109,12 @@ def _check_alert(
     """What a user expects of the alert, recorded as named checks with timings."""
     result.alert = alert
     payload = alert.get("payload", {})
+    # Negative: the alert was already visible before the attacker gave up.
     result.timings["alert seen after last attempt s"] = round(seen - stamps[-1], 2)
     crossing = stamps[min(MAX_FAILURES, len(stamps)) - 1]
-    result.timings["alert seen after crossing attempt s"] = round(seen - crossing, 2)
-    if isinstance(alert.get("time"), str):
-        result.timings["alert record time - crossing attempt s"] = round(
-            _epoch(alert["time"]) - crossing, 2
-        )
+    result.timings[f"alert seen after attempt {MAX_FAILURES} (crossing) s"] = round(
+        seen - crossing, 2
+    )
     all_alerts = guest_agent.alerts(guest)
     result.checks["no BruteForce before the attack"] = not before
     result.checks["exactly one BruteForce alert"] = (
@@ -134,6 +123,10 @@ def _check_alert(
     result.checks[f"source is {ATTACKER_SOURCE}"] = payload.get("source") == ATTACKER_SOURCE
     result.checks[f"{user!r} in users"] = user in (payload.get("users") or [])
     result.checks["no BruteForceSuccess"] = not guest_agent.named(all_alerts, "BruteForceSuccess")
+    # Sooner would mean one attempt was counted twice (e.g. its btmp record and its log line).
+    result.checks[f"alert not before failed attempt {MAX_FAILURES}"] = (
+        seen > stamps[MAX_FAILURES - 2]
+    )
     result.checks[f"alert within {LATENCY_LIMIT:.0f} s of the last attempt"] = (
         seen - stamps[-1] <= LATENCY_LIMIT
     )
@@ -160,7 +153,7 @@ def _report(result: DemoResult, say: Console) -> None:
 def command(
     out: Annotated[
         Path, typer.Option("--out", help="Image directory (its name is the image name).")
-    ] = Path("build/images/defender-demo"),
+    ] = Path("build/images/defender-debian"),
     dist: Annotated[Path, typer.Option("--dist", help="Where the .deb is built.")] = Path(
         "build/dist"
     ),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +115,42 @@ def agent_memory(guest: Guest) -> AgentMemory:
         hwm_kib=fields.get("VmHWM", 0),
         pss_kib=fields.get("Pss", 0),
     )
+
+
+def watch_attack(
+    guest: Guest, name: str, attack: Iterator[float], timeout: float = 60.0
+) -> tuple[list[float], dict[str, Any] | None, float]:
+    """Run ATTACK (yielding a host time per attempt) in a thread while polling for alert NAME.
+
+    Polling during the attack shows WHEN the alert appears relative to each attempt.
+    Returns the attempt times, the first alert NAME (None if none came within TIMEOUT
+    after the attack ended) and the host time it was first seen.
+    """
+    stamps: list[float] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for stamp in attack:
+                stamps.append(stamp)
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"attack-{name}", daemon=True)
+    thread.start()
+    alert: dict[str, Any] | None = None
+    seen = 0.0
+    deadline: float | None = None
+    while alert is None:
+        found = named(alerts(guest), name)
+        if found:
+            alert, seen = found[0], time.time()
+        elif not thread.is_alive():
+            deadline = deadline or time.monotonic() + timeout
+            if time.monotonic() > deadline:
+                break
+        time.sleep(0.1)
+    thread.join()
+    if failure:
+        raise failure[0]
+    return stamps, alert, seen

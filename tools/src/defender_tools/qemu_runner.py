@@ -215,7 +215,8 @@ class Guest:
                     continue
                 self.boot_seconds = round(time.monotonic() - self._started, 2)
                 return self.boot_seconds
-            time.sleep(0.5)
+            # Slow on purpose: QEMU replays queued probes to sshd once it starts, as log noise.
+            time.sleep(2.0)
         raise GuestError(
             f"no SSH login on 127.0.0.1:{self.ssh_port} within {self.boot_timeout:.0f} s "
             f"(serial log: {self.serial_log})"

@@ -48,13 +48,14 @@ INCLUDE = (
     "procps",
 )
 # Kernel modules copied into the image (plus their dependencies from modules.dep).
-# `button` lets QMP system_powerdown reach systemd; systemd asks for autofs4 at start.
+# `button` + `evdev` let QMP system_powerdown reach logind; systemd asks for autofs4 at start.
 MODULES = (
     "virtio_pci",
     "virtio_net",
     "virtio_blk",
     "virtio_rng",
     "button",
+    "evdev",
     "autofs4",
     "dummy",
     "veth",
@@ -375,6 +376,7 @@ def _configure(rootfs: Path, key: str, pubkey: str) -> None:
     _write(rootfs / "etc/machine-id", hashlib.sha256(key.encode()).hexdigest()[:32] + "\n", 0o444)
     _write(rootfs / "etc/systemd/network/20-eth0.network", NETWORK_UNIT)
     _write(rootfs / "etc/ssh/sshd_config.d/defender-test.conf", SSHD_DROPIN)
+    _write(rootfs / "etc/default/locale", "LANG=C.UTF-8\n")
     _write(rootfs / "etc/fstab", "# root is the initramfs; nothing to mount\n")
     ssh_dir = rootfs / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

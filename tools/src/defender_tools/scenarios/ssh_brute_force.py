@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 
 import paramiko
 
@@ -40,6 +41,21 @@ def try_password(
         transport.close()
 
 
+def iter_failed_password_attempts(
+    port: int,
+    user: str,
+    count: int,
+    host: str = "127.0.0.1",
+    password_prefix: str = "wrong-guess-",
+    timeout: float = 30.0,
+) -> Iterator[float]:
+    """Yield the wall-clock time each of COUNT failed logins as USER was refused."""
+    for attempt in range(count):
+        if try_password(port, user, f"{password_prefix}{attempt}", host, timeout):
+            raise ScenarioError(f"password {password_prefix}{attempt} was accepted for {user}")
+        yield time.time()
+
+
 def failed_password_attempts(
     port: int,
     user: str,
@@ -49,9 +65,4 @@ def failed_password_attempts(
     timeout: float = 30.0,
 ) -> list[float]:
     """COUNT failed logins as USER; returns the wall-clock time each failure was answered."""
-    stamps: list[float] = []
-    for attempt in range(count):
-        if try_password(port, user, f"{password_prefix}{attempt}", host, timeout):
-            raise ScenarioError(f"password {password_prefix}{attempt!s} was accepted for {user}")
-        stamps.append(time.time())
-    return stamps
+    return list(iter_failed_password_attempts(port, user, count, host, password_prefix, timeout))
