@@ -148,3 +148,16 @@ def test_module_closure_follows_modules_dep(tmp_path: Path) -> None:
         "kernel/drivers/net/virtio_net.ko",
         "kernel/net/core/failover.ko",
     ]
+
+
+def test_scratch_dir_is_removed_when_nothing_is_mounted(tmp_path: Path) -> None:
+    work = tmp_path / ".img-work"
+    (work / "rootfs" / "etc").mkdir(parents=True)
+    assert debian._mounts_under(work) == []
+    debian._remove_work_dir(work)
+    assert not work.exists()
+
+
+def test_mount_points_are_found_by_prefix() -> None:
+    assert "/proc" in debian._mounts_under(Path("/proc"))
+    assert debian._mounts_under(Path("/proc/does-not-exist")) == []

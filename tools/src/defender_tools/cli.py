@@ -62,3 +62,6 @@ def main() -> None:
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -52,7 +52,6 @@ def boot_command(
         typer.echo(shlex.join(guest.command))
         return
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with err.status(f"booting {conf.name} ({guest.accel})"):
         guest.start()
         try:
@@ -63,11 +62,12 @@ def boot_command(
     err.print(f"[green]SSH up after {seconds:.1f} s[/green]; serial log: {guest.serial_log}")
     typer.echo(guest.ssh_command)
     err.print("Ctrl-C shuts the guest down.")
+    # Explicit handlers: a background job may have inherited SIGINT as ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
             guest.check_alive()
-    except KeyboardInterrupt:
-        pass
     finally:
         with err.status("shutting down"):
             guest.shutdown()

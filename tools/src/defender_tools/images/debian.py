@@ -12,11 +12,13 @@ This is a TEST image: root logs in with the generated key only, and the user
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -76,6 +78,7 @@ MASKED_UNITS = (
     "proc-sys-fs-binfmt_misc.mount",
     "systemd-binfmt.service",
 )
+MMDEBSTRAP_STOP_SECONDS = 30
 KERNEL_CMDLINE = "net.ifnames=0 quiet loglevel=4 systemd.show_status=auto"
 
 INIT_SCRIPT = f"""#!/bin/sh
@@ -275,13 +278,29 @@ def check_packages(packages: Iterable[Path]) -> list[Path]:
 # --- build ---------------------------------------------------------------------------------
 
 
-def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], what: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a build step; a failure names the step and shows the tail of its output."""
-    proc = subprocess.run(cmd, text=True, capture_output=True, **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.run(cmd, text=True, capture_output=True, env=env, input=stdin)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise UserError(f"{what} failed (exit {proc.returncode}):\n{tail}")
-    return proc  # type: ignore[no-any-return]
+    return proc
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the whole process group and wait until none of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + MMDEBSTRAP_STOP_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def _mmdebstrap(
@@ -307,7 +326,24 @@ def _mmdebstrap(
         cmd += ['--customize-hook=rm -rf "$1/tmp/defender-debs"']
     cmd += [suite, str(rootfs), *mirrors]
     env = dict(os.environ, DEFENDER_KERNEL_DIR=str(kernel_dir))
-    _run(cmd, "mmdebstrap", env=env)
+    # Own process group: on interrupt, mmdebstrap AND its apt/dpkg children must stop before
+    # the scratch tree is deleted (mmdebstrap itself finishes the install on SIGINT).
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate()
+    except BaseException:
+        _kill_group(proc)
+        raise
+    if proc.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-25:])
+        raise UserError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail}")
 
 
 def _module_closure(modules_dep: Path, wanted: Iterable[str]) -> list[str]:
@@ -403,13 +439,35 @@ def _configure(rootfs: Path, key: str, pubkey: str) -> None:
     _run(
         [*chroot, "chpasswd"],
         "setting the operator password",
-        input=f"{OPERATOR_USER}:{OPERATOR_PASSWORD}\n",
+        stdin=f"{OPERATOR_USER}:{OPERATOR_PASSWORD}\n",
     )
     # The hardware database is ~10 MB of RAM in an initramfs and useless in a VM.
     for hwdb in ("usr/lib/udev/hwdb.bin", "etc/udev/hwdb.bin"):
         (rootfs / hwdb).unlink(missing_ok=True)
     for stale in ("var/cache/apt/archives", "var/lib/apt/lists"):
         shutil.rmtree(rootfs / stale, ignore_errors=True)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below PATH (from /proc/self/mountinfo, octal escapes decoded)."""
+    prefix = str(path.resolve())
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return found
+
+
+def _remove_work_dir(work: Path) -> None:
+    """Delete the scratch tree, but never through a mount an interrupted mmdebstrap left behind."""
+    for point in sorted(_mounts_under(work), reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True)
+    left = _mounts_under(work)
+    if left:
+        raise UserError(f"{work}: still has mounts ({', '.join(left)}); unmount, then delete it")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _manifest(rootfs: Path, out: Path) -> None:
@@ -524,6 +582,8 @@ def build_image(
         if shutil.which(tool) is None:
             raise UserError(f"{tool} not found on PATH (apt-get install it)")
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths["cachekey"].unlink(missing_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
@@ -560,5 +620,5 @@ def build_image(
         qemuboot.write_conf(paths["conf"], _conf_values(name))
         paths["cachekey"].write_text(key + "\n")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work_dir(work)
     return result(cached=False)

@@ -34,7 +34,7 @@ def try_password(
     transport = _transport(host, port, timeout)
     try:
         transport.auth_password(user, password)
-        return transport.is_authenticated()
+        return bool(transport.is_authenticated())
     except paramiko.AuthenticationException:
         return False
     finally:
