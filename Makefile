@@ -31,7 +31,7 @@ lint: deps
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --config-file agent/pyproject.toml agent/src
-	$(BIN)/oelint-adv --quiet --constantmods=+meta-defender/.oelint-constants.json $$(find meta-defender -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' | sort)
+	cd meta-defender && ../$(BIN)/oelint-adv --quiet $$(find . -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' -o -name '*.conf' | sort)
 
 unit: deps
 	$(PYTEST) -m "not qemu"

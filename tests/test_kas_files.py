@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema.validators import validator_for
-from kas.configschema import CONFIGSCHEMA
-
 from kas import __compatible_file_version__, __file_version__
+from kas.configschema import CONFIGSCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
 KAS_DIR = REPO / "kas"

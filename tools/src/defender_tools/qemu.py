@@ -43,6 +43,8 @@ def boot_command(
         # Serial on the terminal instead of the log file; Ctrl-A X quits.
         at = cmd.index("-chardev")
         cmd[at : at + 4] = ["-serial", "mon:stdio"]
+        at = cmd.index("-qmp")  # the monitor is on the terminal instead
+        del cmd[at : at + 2]
         if dry_run:
             typer.echo(shlex.join(cmd))
             return

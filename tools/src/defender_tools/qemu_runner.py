@@ -146,7 +146,8 @@ class Guest:
         self.accel = accel or choose_accel(self.cfg.system_name)
         self.boot_timeout = boot_timeout
         self.boot_seconds: float | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="defender-qemu-"))
+        # Created by start(): a Guest only asked for its command line leaves nothing behind.
+        self._tmp = Path(tempfile.gettempdir()) / f"defender-qemu-{os.getpid()}-{self.ssh_port}"
         self._qmp_socket = self._tmp / "qmp.sock"
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: paramiko.SSHClient | None = None
@@ -185,6 +186,7 @@ class Guest:
             raise UserError(f"{self.cfg.system_name}: QEMU binary not found on PATH")
         self.serial_log.parent.mkdir(parents=True, exist_ok=True)
         self.serial_log.write_bytes(b"")
+        self._tmp.mkdir(mode=0o700, exist_ok=True)
         stderr_log = self._tmp / "qemu.stderr"
         self._started = time.monotonic()
         with stderr_log.open("wb") as err:
