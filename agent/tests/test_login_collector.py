@@ -107,6 +107,34 @@ def test_btmp_only_failure_is_emitted_after_the_hold(
     )
 
 
+def test_invalid_user_attempts_count_once_despite_two_btmp_records(
+    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+) -> None:
+    """OpenSSH 9.2, as seen in the QEMU guest: per attempt on an unknown user it writes a
+    btmp record with "Invalid user", then (after PAM's 2 s delay, longer than the hold)
+    a second record with "Failed password". Five attempts must be five events."""
+    invalid = "Nov 27 08:00:00 gw sshd[{pid}]: Invalid user admin from 10.0.2.2 port {port}\n"
+    failed = (
+        "Nov 27 08:00:02 gw sshd[{pid}]: "
+        "Failed password for invalid user admin from 10.0.2.2 port {port} ssh2\n"
+    )
+    for n in range(5):
+        pid, port = 100 + n, 40000 + n
+        append(tmp_path / "btmp", btmp_record("admin", pid))
+        agent.run_once(0.01)
+        append(tmp_path / "auth.log", invalid.format(pid=pid, port=port))
+        drive(agent, lambda: False, timeout=0.4)  # longer than the 0.3 s hold
+        append(tmp_path / "btmp", btmp_record("admin", pid))
+        append(tmp_path / "auth.log", failed.format(pid=pid, port=port))
+        drive(agent, lambda: False, timeout=0.05)
+    drive(agent, lambda: False, timeout=0.4)
+    assert [(e["origin"], e["port"]) for e in logins(tmp_path)] == [
+        ("authlog", 40000 + n) for n in range(5)
+    ]
+    (alert,) = alerts(tmp_path)
+    assert (alert["name"], alert["count"], alert["users"]) == ("BruteForce", 5, ["admin"])
+
+
 def test_each_attempt_counts_once_for_the_detector(
     tmp_path: Path, agent: Any, drive: Callable[..., bool]
 ) -> None:

@@ -3,7 +3,10 @@
 One attempt must be one event even though OpenSSH reports it twice (a "Failed password"
 line and a btmp record): auth-log events go out at once and are remembered for
 `dedup_hold` seconds; a btmp/wtmp record that matches one is dropped, and one that does
-not waits up to `dedup_hold` for its auth-log line before it is emitted alone. Matching
+not waits up to `dedup_hold` for its auth-log line before it is emitted alone. OpenSSH
+also writes a btmp record at "Invalid user" (before any password is tried, and 2 s or
+more before the "Failed password" line that PAM's delay holds back): that line absorbs
+its record without being an event itself. Matching
 is by (user, source), pairing one to one: the pids differ between sshd's monitor
 (which logs) and its session child (which writes wtmp), so pids cannot be the key.
 """
@@ -168,6 +171,13 @@ class LoginCollector:
                 self._db_addr.pop(pid, None)
         if kind == "nonexistent-user":  # no pid to correlate by
             kind = "failed"
+        if kind == "invalid-user" and fact.service == "sshd":
+            # OpenSSH writes a btmp record when it meets an unknown user name, before any
+            # password is tried; the attempt itself follows as a "Failed ..." line with a
+            # btmp record of its own. This line is that first record's twin: absorb it, so
+            # each attempt is still counted once.
+            self._absorb_twin("failed", (fact.user, fact.source))
+            return
         if kind in ("failed", "local-failed"):
             for _ in range(fact.repeat):
                 self._emit_auth(fact, "failed")
@@ -202,6 +212,13 @@ class LoginCollector:
             return
         self._remember_seen(kind, key)
         self.rt.emit(NAME, record)
+
+    def _absorb_twin(self, kind: str, key: Key) -> None:
+        """Drop the utmp record that mirrors an auth-log line which is not itself an event."""
+        if self._take_pending(kind, key):
+            self._count(f"merged-{kind}")
+        else:
+            self._remember_seen(kind, key)
 
     # --- utmp ---------------------------------------------------------------------
     def _on_wtmp(self, data: bytes) -> None:
