@@ -110,7 +110,7 @@ def _check_alert(
     result.alert = alert
     payload = alert.get("payload", {})
     # Negative: the alert was already visible before the attacker gave up.
-    result.timings["alert seen after last attempt s"] = round(seen - stamps[-1], 2)
+    result.timings["alert seen vs last attempt s (< 0: before it)"] = round(seen - stamps[-1], 2)
     crossing = stamps[min(MAX_FAILURES, len(stamps)) - 1]
     result.timings[f"alert seen after attempt {MAX_FAILURES} (crossing) s"] = round(
         seen - crossing, 2
