@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import stat
 from pathlib import Path
@@ -48,7 +47,7 @@ def test_no_backups_truncates(tmp_path: Path) -> None:
 
 
 def test_enospc_backlog_then_recovery(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "events.jsonl"
     out = FileOutput(str(path), backlog_max=5)
@@ -62,10 +61,10 @@ def test_enospc_backlog_then_recovery(
         return real_write(fd, data)
 
     monkeypatch.setattr(file_mod.os, "write", write)
-    with caplog.at_level(logging.ERROR):
-        for i in range(1, 9):
-            out.write(*rec(i, "alert"))
-    assert sum("No space left" in r.getMessage() for r in caplog.records) == 1  # logged once
+    for i in range(1, 9):
+        out.write(*rec(i, "alert"))
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "No space left" in ln]
+    assert len(errors) == 1 and errors[0].startswith("defender-agent: ERROR: ")  # logged once
     assert out.statistics()["backlog"] == 5 and out.statistics()["dropped"] == 3
     out.retry()  # the timer's retry while still full: nothing lost
     assert out.statistics()["backlog"] == 5

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import sys
 import time
 
 from defender_agent import __version__, collectors, config
+from defender_agent import log as _log
 from defender_agent.model import rfc3339
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-log = logging.getLogger("defender_agent")
+log = _log.get("defender_agent")
 
 EXIT_OK, EXIT_NOTHING_RUNS, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -34,14 +34,6 @@ def parse_duration(text: str) -> float:
     if m is None:
         raise UserError(f"--since: {text!r} is not a duration like 30s, 10m, 2h or 1d")
     return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="defender-agent: %(levelname)s: %(message)s",
-    )
 
 
 def _load(path: str | None) -> config.Config:
@@ -90,7 +82,7 @@ def build_runtime(cfg: config.Config, stdout: bool = False) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    logging.getLogger().setLevel(cfg.section("agent")["log_level"].upper())
+    _log.configure(cfg.section("agent")["log_level"])
     try:
         rt = build_runtime(cfg, stdout=args.stdout)
     except OSError as exc:
@@ -287,7 +279,7 @@ class _Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _setup_logging("info")
+    _log.configure("info")
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = _parse_run_fast(argv)

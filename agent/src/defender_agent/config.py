@@ -7,7 +7,6 @@ generation, `docs/configuration.md` and `packaging/agent.toml` all come from one
 from __future__ import annotations
 
 import os
-import socket
 from collections import namedtuple
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
@@ -264,7 +263,7 @@ class Config:
                 return machine_id
         except OSError:
             pass
-        return socket.gethostname()
+        return os.uname().nodename
 
 
 def defaults() -> dict[str, dict[str, Any]]:

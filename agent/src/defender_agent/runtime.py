@@ -1,28 +1,31 @@
-"""The event loop: selectors + a timer heap, no busy polling.
+"""The event loop: epoll + a timer heap, no busy polling.
 
 Collectors register file descriptors and timers and call `emit()`; records go through a
 bounded queue to every detector (raw events) and then, with the detectors' alerts, to
 the outputs. The loop sleeps until the next timer or a ready fd.
+
+It uses select.epoll directly rather than `selectors` (the agent is Linux-only, and
+selectors' ABCs and namedtuples are RSS the service carries for its whole life), and
+no `threading`.
 """
 
 from __future__ import annotations
 
 import heapq
-import logging
 import os
-import selectors
+import select
 import signal
-import threading
 import time
 from collections import deque
 
+from defender_agent import log as _log
 from defender_agent.model import Record
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any, Callable, Protocol
 
-log = logging.getLogger(__name__)
+log = _log.get(__name__)
 
 QUEUE_MAX = 4096
 STATE_SAVE_INTERVAL = 30.0
@@ -86,7 +89,8 @@ class Runtime:
 
     def __init__(self, device_id: str, queue_max: int = QUEUE_MAX) -> None:
         self.device_id = device_id
-        self.selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._readers: dict[int, Callable[[], None]] = {}
         self.collectors: list[Collector] = []
         self.detectors: list[Detector] = []
         self.outputs: list[Output] = []
@@ -103,13 +107,18 @@ class Runtime:
 
     # --- registration -------------------------------------------------------------
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self.selector.register(fd, selectors.EVENT_READ, callback)
+        if fd in self._readers:
+            raise KeyError(f"fd {fd} is already registered")
+        self._epoll.register(fd, select.EPOLLIN)
+        self._readers[fd] = callback
 
     def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is None:
+            return
         try:
-            self.selector.unregister(fd)
-        except (KeyError, ValueError):
-            pass
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass  # already closed: the kernel dropped it from the epoll set
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(time.monotonic() + max(0.0, delay), None, callback)
@@ -200,15 +209,22 @@ class Runtime:
             collector.start()
 
     def install_signals(self) -> None:
-        """SIGTERM/SIGINT stop, SIGHUP reopens outputs; a wakeup pipe breaks select()."""
-        if threading.current_thread() is not threading.main_thread():
-            return
+        """SIGTERM/SIGINT stop, SIGHUP reopens outputs; a wakeup pipe breaks epoll.
+
+        Outside the main thread (tests) there are no signals to handle: set_wakeup_fd
+        refuses with ValueError and this does nothing.
+        """
         r, w = os.pipe()
         os.set_blocking(r, False)
         os.set_blocking(w, False)
+        try:
+            signal.set_wakeup_fd(w)
+        except ValueError:
+            os.close(r)
+            os.close(w)
+            return
         self._wakeup_r = r
         self._wakeup_w = w
-        signal.set_wakeup_fd(w)
         self.add_reader(r, self._drain_wakeup)
 
         def stop(_sig: int, _frame: object) -> None:
@@ -241,8 +257,10 @@ class Runtime:
             timeout = 0.0
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
-        for key, _mask in self.selector.select(timeout):
-            key.data()
+        for fd, _events in self._epoll.poll(-1 if timeout is None else timeout):
+            callback = self._readers.get(fd)
+            if callback is not None:  # an earlier callback may have removed it
+                callback()
         self._run_timers()
         self._drain()
         if self._reopen:
@@ -291,4 +309,4 @@ class Runtime:
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
             self._wakeup_r = self._wakeup_w = -1
-        self.selector.close()
+        self._epoll.close()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
+
+from defender_agent import log as _log
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger(__name__)
+log = _log.get(__name__)
 
 
 class StateStore:

@@ -13,11 +13,11 @@ is by (user, source), pairing one to one: the pids differ between sshd's monitor
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections import OrderedDict, deque
 
+from defender_agent import log as _log
 from defender_agent.linux import authlog, utmp
 from defender_agent.linux.follow import FileFollower, Watcher
 from defender_agent.model import Record, login_event
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     Key = tuple[Optional[str], Optional[str]]
 
-log = logging.getLogger(__name__)
+log = _log.get(__name__)
 
 NAME = "login"
 DROPBEAR_HOLD = 5.0  # wait this long for the address of an address-less Dropbear line

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ def create(name: str, section: dict[str, Any]) -> Detector:
     """Each detector module defines create(section) -> Detector."""
     if name not in ALL_DETECTORS:
         raise KeyError(name)
-    module = importlib.import_module(f"{__name__}.{name}")
-    detector: Detector = module.create(section)
+    qualified = f"{__name__}.{name}"
+    __import__(qualified)  # not importlib.import_module: importlib + warnings cost RSS
+    detector: Detector = sys.modules[qualified].create(section)
     return detector

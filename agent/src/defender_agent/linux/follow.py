@@ -8,8 +8,9 @@ polling on a timer where inotify is missing.
 
 from __future__ import annotations
 
-import logging
 import os
+
+from defender_agent import log as _log
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from defender_agent.linux.inotify import Inotify
     from defender_agent.runtime import Runtime, Timer
 
-log = logging.getLogger(__name__)
+log = _log.get(__name__)
 
 CHUNK = 65536
 MAX_READ_PER_CHECK = 1 << 20  # then yield to the loop and continue on the next turn

@@ -18,9 +18,10 @@ musl writes no utmp at all.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 from collections import namedtuple
+
+from defender_agent.linux import inet
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -76,8 +77,8 @@ def _addr(raw: bytes) -> str | None:
     if not any(raw):
         return None
     if not any(raw[4:]):
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    return socket.inet_ntop(socket.AF_INET6, raw)
+        return inet.ntop4(raw[:4])
+    return inet.ntop6(raw)
 
 
 def decode(data: bytes, layout: str) -> tuple[list[UtmpRecord], int]:
@@ -114,8 +115,7 @@ def encode(record: UtmpRecord, layout: str) -> bytes:
     """Build a record (tests and simulators use it to write real wtmp/btmp files)."""
     addr = b"\0" * 16
     if record.addr:
-        family = socket.AF_INET6 if ":" in record.addr else socket.AF_INET
-        addr = socket.inet_pton(family, record.addr).ljust(16, b"\0")
+        addr = inet.pton(record.addr).ljust(16, b"\0")
     return LAYOUTS[layout].pack(
         record.type,
         record.pid,

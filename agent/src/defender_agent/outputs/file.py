@@ -8,13 +8,13 @@ write and on the runtime's retry timer; the problem is logged once, not per reco
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import deque
 
+from defender_agent import log as _log
 from defender_agent.model import Record
 
-log = logging.getLogger(__name__)
+log = _log.get(__name__)
 
 BACKLOG_MAX = 1000
 FILE_MODE = 0o640
