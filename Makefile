@@ -8,11 +8,13 @@ PYTHON  ?= python3
 STAMP   := $(VENV)/.stamp-deps
 PYTEST  := $(BIN)/pytest
 LINTED  := agent installer tools qemu-tests tests
+# Building an image needs root (mmdebstrap --mode=root, chroot): use sudo when not root.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo -E)
 
 .PHONY: demo test lint unit qemu-test deps sysdeps docs clean
 
 demo: deps
-	$(BIN)/defender-tools demo
+	$(AS_ROOT) $(BIN)/defender-tools demo
 
 test: lint unit qemu-test
 
@@ -37,7 +39,7 @@ unit: deps
 	$(PYTEST) -m "not qemu"
 
 qemu-test: deps
-	$(PYTEST) -m qemu
+	$(AS_ROOT) $(PYTEST) -m qemu
 
 # Regenerate the files derived from the agent's config schema (tests fail when stale).
 docs: deps
