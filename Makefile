@@ -33,6 +33,8 @@ lint: deps
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --config-file agent/pyproject.toml agent/src
+	cd installer && ../$(BIN)/mypy src
+	cd tools && ../$(BIN)/mypy src
 	cd meta-defender && ../$(BIN)/oelint-adv --quiet $$(find . -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' -o -name '*.conf' | sort)
 
 unit: deps
