@@ -279,3 +279,12 @@ def test_sighup_reopens_the_events_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     (line,) = events.read_text().splitlines()
     assert json.loads(line)["payload"]["event"] == "login"
+
+
+@pytest.mark.parametrize("since", ["99999999999999d", "9" * 400 + "s"])
+def test_alerts_since_longer_than_the_epoch_shows_everything(tmp_path: Path, since: str) -> None:
+    # A duration reaching before 1970 must mean "all alerts", not a gmtime() traceback.
+    events = tmp_path / "events.jsonl"
+    events.write_text(Record("alert", {"name": "BruteForce"}, time.time() - 60).to_json("d") + "\n")
+    found = cli.read_alerts(str(events), cli.parse_duration(since))
+    assert [a["payload"]["name"] for a in found] == ["BruteForce"]

@@ -181,3 +181,18 @@ def test_configuration_doc_is_current() -> None:
 def test_registry_names() -> None:
     assert collectors.ALL_COLLECTORS == ("login", "sysinfo")
     assert collectors.available() == ("login", "sysinfo")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[collectors.login]\npoll_interval = nan\n",
+        "[agent]\nheartbeat_interval = nan\n",
+        "[detectors.brute_force]\nwindow = -nan\n",
+    ],
+)
+def test_nan_is_rejected(tmp_path: Path, text: str) -> None:
+    # TOML allows nan; it compares false with both bounds, and a nan timer interval
+    # would spin the event loop at 100% CPU.
+    with pytest.raises(config.ConfigError, match="expected a number, got nan"):
+        config.load(write(tmp_path, text), BOTH)

@@ -185,3 +185,18 @@ def test_falls_back_to_polling_when_inotify_is_missing(
     log.write_text("seen by polling\n")
     assert drive(rt, lambda: sink.lines == ["seen by polling"], timeout=1.0)
     watcher.stop()
+
+
+def test_corrupt_saved_offset_does_not_stall_the_follower(tmp_path: Path) -> None:
+    # A negative offset (a hand-edited or damaged state.json) made every pread fail
+    # with EINVAL: the file was never read again. Bad state = no state.
+    log = tmp_path / "auth.log"
+    log.write_text("old\n")
+    sink = Sink()
+    f = FileFollower(str(log), on_lines=sink)
+    f.restore({"inode": os.stat(log).st_ino, "offset": -5})
+    f.check()
+    append(log, "new\n")
+    f.check()
+    assert sink.lines == ["new"]
+    assert "read-error" not in f.counts

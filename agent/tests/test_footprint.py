@@ -31,7 +31,7 @@ HEAVY = (
 
 CHILD = """
 import os, signal, sys
-sys.path.insert(0, {src!r})
+sys.path[:0] = {paths!r}
 from defender_agent.cli import main
 signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
 signal.alarm(1)
@@ -56,8 +56,12 @@ btmp = "{tmp_path / "btmp"}"
 enabled = true
 """
     )
-    src = str(Path(cli.__file__).resolve().parents[1])
-    code = CHILD.format(src=src, config=str(config))
+    paths = [str(Path(cli.__file__).resolve().parents[1])]
+    if sys.version_info < (3, 11):  # -S hides site-packages, where tomli lives
+        import tomli  # type: ignore[import-not-found,unused-ignore]
+
+        paths.append(str(Path(tomli.__file__).resolve().parents[1]))
+    code = CHILD.format(paths=paths, config=str(config))
     # -I -S: no site packages or .pth hooks, so only the agent's own imports count
     proc = subprocess.run(
         [sys.executable, "-I", "-S", "-c", code],

@@ -142,7 +142,8 @@ def _event_files(path: str) -> list[str]:
 
 
 def read_alerts(path: str, since: float | None = None) -> list[dict[str, Any]]:
-    cutoff = rfc3339(time.time() - since) if since is not None else ""
+    start = time.time() - since if since is not None else 0.0
+    cutoff = rfc3339(start) if start > 0 else ""  # before 1970: everything
     alerts = []
     for name in _event_files(path):
         try:

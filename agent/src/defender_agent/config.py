@@ -288,6 +288,8 @@ def _check_value(key: Key, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"expected a number, got {_show(value)}")
         value = float(value)
+        if value != value:  # TOML allows nan; it would pass both range checks
+            raise ValueError("expected a number, got nan")
     elif kind == "str":
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {_show(value)}")

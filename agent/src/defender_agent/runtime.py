@@ -59,15 +59,23 @@ if TYPE_CHECKING:  # the interfaces the runtime relies on
 
 
 class Timer:
-    """A scheduled callback; cancel() makes the heap skip it."""
+    """A scheduled callback; cancel() makes the heap skip it. `owner` is the collector
+    (or "agent") whose code registered it: its failures are counted there."""
 
-    __slots__ = ("callback", "cancelled", "deadline", "interval")
+    __slots__ = ("callback", "cancelled", "deadline", "interval", "owner")
 
-    def __init__(self, deadline: float, interval: float | None, callback: Callable[[], None]):
+    def __init__(
+        self,
+        deadline: float,
+        interval: float | None,
+        callback: Callable[[], None],
+        owner: str = "agent",
+    ):
         self.deadline = deadline
         self.interval = interval
         self.callback = callback
         self.cancelled = False
+        self.owner = owner
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -77,11 +85,12 @@ class Timer:
 
 
 class _Counts:
-    __slots__ = ("dropped", "emitted")
+    __slots__ = ("dropped", "emitted", "errors")
 
     def __init__(self) -> None:
         self.emitted = 0
         self.dropped = 0
+        self.errors = 0
 
 
 class Runtime:
@@ -90,7 +99,8 @@ class Runtime:
     def __init__(self, device_id: str, queue_max: int = QUEUE_MAX) -> None:
         self.device_id = device_id
         self._epoll = select.epoll()
-        self._readers: dict[int, Callable[[], None]] = {}
+        self._readers: dict[int, tuple[Callable[[], None], str]] = {}
+        self._owner = "agent"  # whose code runs now; what it registers is its own
         self.collectors: list[Collector] = []
         self.detectors: list[Detector] = []
         self.outputs: list[Output] = []
@@ -100,6 +110,7 @@ class Runtime:
         self._queue_max = queue_max
         self._counts: dict[str, _Counts] = {}
         self._stopping = False
+        self._draining = False
         self._reopen = False
         self._wakeup_r = -1
         self._wakeup_w = -1
@@ -110,7 +121,7 @@ class Runtime:
         if fd in self._readers:
             raise KeyError(f"fd {fd} is already registered")
         self._epoll.register(fd, select.EPOLLIN)
-        self._readers[fd] = callback
+        self._readers[fd] = (callback, self._owner)
 
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is None:
@@ -121,7 +132,7 @@ class Runtime:
             pass  # already closed: the kernel dropped it from the epoll set
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer(time.monotonic() + max(0.0, delay), None, callback)
+        timer = Timer(time.monotonic() + max(0.0, delay), None, callback, self._owner)
         heapq.heappush(self._timers, timer)
         return timer
 
@@ -129,14 +140,27 @@ class Runtime:
         self, interval: float, callback: Callable[[], None], first: float | None = None
     ) -> Timer:
         start = interval if first is None else first
-        timer = Timer(time.monotonic() + start, interval, callback)
+        timer = Timer(time.monotonic() + start, interval, callback, self._owner)
         heapq.heappush(self._timers, timer)
         return timer
+
+    def _call(self, owner: str, callback: Callable[[], None]) -> None:
+        """Run a callback as `owner`; a bug in it is logged and counted, never fatal."""
+        previous, self._owner = self._owner, owner
+        try:
+            callback()
+        except Exception:
+            self._counts.setdefault(owner, _Counts()).errors += 1
+            log.exception("%s failed", owner)
+        finally:
+            self._owner = previous
 
     # --- pipeline -----------------------------------------------------------------
     def emit(self, source: str, record: Record) -> bool:
         """Queue a record from `source`; False (and counted) when the queue is full."""
         counts = self._counts.setdefault(source, _Counts())
+        if len(self._queue) >= self._queue_max and not self._draining:
+            self._drain()  # a burst (one 1 MiB read) bigger than the queue: pass it on now
         if len(self._queue) >= self._queue_max:
             counts.dropped += 1
             return False
@@ -145,6 +169,13 @@ class Runtime:
         return True
 
     def _drain(self) -> None:
+        self._draining = True
+        try:
+            self._drain_queue()
+        finally:
+            self._draining = False
+
+    def _drain_queue(self) -> None:
         while self._queue:
             _source, record = self._queue.popleft()
             out = [record]
@@ -178,6 +209,7 @@ class Runtime:
             collectors[collector.name] = {
                 "emitted": counts.emitted,
                 "dropped": counts.dropped,
+                "errors": counts.errors,
                 "skipped": collector.skipped(),
             }
         return {
@@ -206,7 +238,7 @@ class Runtime:
         self.call_every(STATE_SAVE_INTERVAL, self.save_state)
         self.call_every(OUTPUT_RETRY_INTERVAL, self._retry_outputs)
         for collector in self.collectors:
-            collector.start()
+            self._call(collector.name, collector.start)
 
     def install_signals(self) -> None:
         """SIGTERM/SIGINT stop, SIGHUP reopens outputs; a wakeup pipe breaks epoll.
@@ -258,9 +290,9 @@ class Runtime:
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
         for fd, _events in self._epoll.poll(-1 if timeout is None else timeout):
-            callback = self._readers.get(fd)
-            if callback is not None:  # an earlier callback may have removed it
-                callback()
+            reader = self._readers.get(fd)
+            if reader is not None:  # an earlier callback may have removed it
+                self._call(reader[1], reader[0])
         self._run_timers()
         self._drain()
         if self._reopen:
@@ -277,7 +309,7 @@ class Runtime:
             if timer.interval is not None:
                 timer.deadline = max(timer.deadline + timer.interval, now)
                 heapq.heappush(self._timers, timer)
-            timer.callback()
+            self._call(timer.owner, timer.callback)
 
     def run(self, duration: float | None = None) -> None:
         """Loop until stop() / a signal (or `duration` seconds), then shut down cleanly."""

@@ -49,7 +49,10 @@ class StateStore:
             os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, text.encode())
+                raw = text.encode()
+                done = 0
+                while done < len(raw):  # write(2) may write less than asked
+                    done += os.write(fd, raw[done:])
                 os.fsync(fd)
             finally:
                 os.close(fd)

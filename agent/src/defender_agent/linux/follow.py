@@ -54,7 +54,8 @@ class FileFollower:
     # --- state --------------------------------------------------------------------
     def restore(self, saved: dict[str, Any] | None) -> None:
         """Use saved {inode, offset} at the first open; no state = start at the end."""
-        if saved and isinstance(saved.get("inode"), int) and isinstance(saved.get("offset"), int):
+        inode, offset = (saved.get("inode"), saved.get("offset")) if saved else (None, None)
+        if isinstance(inode, int) and isinstance(offset, int) and offset >= 0:
             self._saved = saved
         self._start_at_end = self._saved is None
 
