@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,31 @@ def test_a_burst_larger_than_the_queue_is_not_dropped() -> None:
     assert [json.loads(x)["payload"]["n"] for x in out.lines] == list(range(50))
     assert rt._counts["login"].dropped == 0
     rt.shutdown()
+
+
+def test_kernels_without_epoll_fall_back_to_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONFIG_EPOLL=n (an embedded kernel option): epoll_create fails with ENOSYS."""
+
+    def no_epoll() -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(select, "epoll", no_epoll)
+    rt = Runtime("t")
+    r, w = os.pipe()
+    got: list[bytes] = []
+    rt.add_reader(r, lambda: got.append(os.read(r, 100)))
+    fired: list[float] = []
+    rt.call_later(0.0005, lambda: fired.append(time.monotonic()))
+    os.write(w, b"ping")
+    started = time.monotonic()
+    for _ in range(3):
+        rt.run_once(0.05)
+    assert got == [b"ping"]
+    assert fired, "a sub-millisecond timer must still fire (rounded up, not spun on)"
+    rt.remove_reader(r)
+    rt.remove_reader(r)  # twice is harmless, as with epoll
+    os.write(w, b"late")
+    rt.run_once(0.01)
+    assert got == [b"ping"] and time.monotonic() - started < 1.0
+    os.close(r)
+    os.close(w)

@@ -6,7 +6,7 @@ the outputs. The loop sleeps until the next timer or a ready fd.
 
 It uses select.epoll directly rather than `selectors` (the agent is Linux-only, and
 selectors' ABCs and namedtuples are RSS the service carries for its whole life), and
-no `threading`.
+no `threading`. Kernels built without CONFIG_EPOLL (an embedded option) get poll(2).
 """
 
 from __future__ import annotations
@@ -93,12 +93,20 @@ class _Counts:
         self.errors = 0
 
 
+def _new_poller() -> tuple[Any, bool]:
+    """(poller, takes milliseconds): epoll, or poll(2) where the kernel has no epoll."""
+    try:
+        return select.epoll(), False
+    except (AttributeError, OSError):  # ENOSYS on CONFIG_EPOLL=n kernels
+        return select.poll(), True
+
+
 class Runtime:
     """Owns the selector, timers, queue, collectors, detectors and outputs."""
 
     def __init__(self, device_id: str, queue_max: int = QUEUE_MAX) -> None:
         self.device_id = device_id
-        self._epoll = select.epoll()
+        self._epoll, self._poll_ms = _new_poller()
         self._readers: dict[int, tuple[Callable[[], None], str]] = {}
         self._owner = "agent"  # whose code runs now; what it registers is its own
         self.collectors: list[Collector] = []
@@ -120,7 +128,7 @@ class Runtime:
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         if fd in self._readers:
             raise KeyError(f"fd {fd} is already registered")
-        self._epoll.register(fd, select.EPOLLIN)
+        self._epoll.register(fd, select.POLLIN)  # == EPOLLIN
         self._readers[fd] = (callback, self._owner)
 
     def remove_reader(self, fd: int) -> None:
@@ -128,7 +136,7 @@ class Runtime:
             return
         try:
             self._epoll.unregister(fd)
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError):
             pass  # already closed: the kernel dropped it from the epoll set
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
@@ -289,7 +297,13 @@ class Runtime:
             timeout = 0.0
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
-        for fd, _events in self._epoll.poll(-1 if timeout is None else timeout):
+        if timeout is None:
+            wait: float = -1
+        elif self._poll_ms:
+            wait = -(-timeout * 1000 // 1)  # poll(2) takes ms: round up, never spin
+        else:
+            wait = timeout
+        for fd, _events in self._epoll.poll(wait):
             reader = self._readers.get(fd)
             if reader is not None:  # an earlier callback may have removed it
                 self._call(reader[1], reader[0])
@@ -341,4 +355,5 @@ class Runtime:
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
             self._wakeup_r = self._wakeup_w = -1
-        self._epoll.close()
+        if not self._poll_ms:
+            self._epoll.close()
