@@ -170,6 +170,7 @@ def test_check_reports_backends_and_exit_codes(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     res = run_cli("check", "--config", str(cfg))
     assert res.returncode == 0, res.stderr
+    assert "event loop: epoll" in res.stdout.splitlines()
     assert "collector login: in build: yes, enabled: yes" in res.stdout
     assert "backend: inotify" in res.stdout
     assert f"{tmp_path / 'auth.log'}: missing (waited for)" in res.stdout

@@ -105,6 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     print(f"config: {cfg.path} ({'ok' if cfg.from_file else 'not found, defaults'})")
+    from defender_agent.runtime import new_poller  # the probe `run` itself makes
+
+    poller, takes_ms = new_poller()
+    print(f"event loop: {'poll(2), no epoll in this kernel' if takes_ms else 'epoll'}")
+    if not takes_ms:
+        poller.close()
     available = collectors.available()
     runnable = 0
     for name in collectors.ALL_COLLECTORS:

@@ -93,7 +93,7 @@ class _Counts:
         self.errors = 0
 
 
-def _new_poller() -> tuple[Any, bool]:
+def new_poller() -> tuple[Any, bool]:
     """(poller, takes milliseconds): epoll, or poll(2) where the kernel has no epoll."""
     try:
         return select.epoll(), False
@@ -106,7 +106,7 @@ class Runtime:
 
     def __init__(self, device_id: str, queue_max: int = QUEUE_MAX) -> None:
         self.device_id = device_id
-        self._epoll, self._poll_ms = _new_poller()
+        self._epoll, self._poll_ms = new_poller()
         self._readers: dict[int, tuple[Callable[[], None], str]] = {}
         self._owner = "agent"  # whose code runs now; what it registers is its own
         self.collectors: list[Collector] = []
