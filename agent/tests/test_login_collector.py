@@ -235,3 +235,31 @@ def test_restart_resumes_without_loss_or_duplicates(
     assert [e["user"] for e in logins(tmp_path)] == ["a", "b", "c"]
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert state["login"]["files"][str(log)]["offset"] == log.stat().st_size
+
+
+def test_btmp_only_system_counts_an_unknown_user_attempt_once(
+    tmp_path: Path, cfg_factory: Callable[..., Any], drive: Callable[..., bool]
+) -> None:
+    """Debian 12 without a syslog daemon has no auth log: btmp is all there is. sshd then
+    writes two records per attempt on an unknown user (at "Invalid user", and at the
+    failed password) but one per attempt on a real user."""
+    for name in ("btmp", "wtmp"):
+        (tmp_path / name).write_bytes(b"")
+    cfg = cfg_factory(collectors__login={"auth_logs": [str(tmp_path / "no-syslog.log")]})
+    rt = build_runtime(cfg)
+    rt.start(heartbeat_interval=3600, statistics_interval=3600)
+    try:
+        rt.run_once(0.01)
+        for n in range(4):  # 4 attempts on a name no system has: 8 records
+            append(tmp_path / "btmp", btmp_record("no-such-user-zq", 200 + n))
+            append(tmp_path / "btmp", btmp_record("no-such-user-zq", 200 + n))
+        append(tmp_path / "btmp", btmp_record("root", 300))  # a real user: every record counts
+        append(tmp_path / "btmp", btmp_record("root", 300))
+        drive(rt, lambda: False, timeout=0.3)
+        got = [(e["user"], e["origin"]) for e in logins(tmp_path)]
+        assert got == [("no-such-user-zq", "btmp")] * 4 + [("root", "btmp")] * 2
+        (alert,) = alerts(tmp_path)  # crossed at the 5th attempt (root's), not the 3rd
+        assert (alert["count"], alert["users"]) == (5, ["no-such-user-zq", "root"])
+        assert rt.collectors[0].skipped()["invalid-user-record"] == 4
+    finally:
+        rt.shutdown()

@@ -87,6 +87,8 @@ class LoginCollector:
         self._db_addr: OrderedDict[int, tuple[str, int | None]] = OrderedDict()
         self._db_held: OrderedDict[int, list[tuple[float, authlog.AuthFact, float]]] = OrderedDict()
         self._tty_user: OrderedDict[str, str] = OrderedDict()
+        # sshd pids whose "Invalid user" btmp record was already set aside (btmp-only mode)
+        self._invalid_pids: OrderedDict[int, bool] = OrderedDict()
         self._flush_timer: Timer | None = None
         self._flush_at = 0.0
 
@@ -270,14 +272,39 @@ class LoginCollector:
         if self._take_seen(kind, key):
             self._count(f"merged-{kind}")
             return
-        if self.hold <= 0 or not self._auth_log_open():
+        if not self._auth_log_open():
+            if kind == "failed" and self._is_invalid_user_record(rec, service, user):
+                self._count("invalid-user-record")
+                return
             self.rt.emit(NAME, record)  # no auth log to wait for
+            return
+        if self.hold <= 0:
+            self.rt.emit(NAME, record)
             return
         deadline = time.monotonic() + self.hold
         self._pending.append(_Pending(deadline, kind, key, record))
         if len(self._pending) > MAX_TRACKED:
             self._emit_pending(self._pending.popleft())
         self._schedule(deadline)
+
+    def _is_invalid_user_record(self, rec: utmp.UtmpRecord, service: str, user: Any) -> bool:
+        """Without an auth log: is this the record OpenSSH writes at "Invalid user"?
+
+        For a user name unknown to the system sshd writes one btmp record when it meets
+        the name and one per failed password after it, all with the same pid. The first
+        one of a pid is not an attempt; without the log line to pair it with, the user
+        database tells it apart.
+        """
+        if service != "sshd" or not rec.pid or not user or rec.pid in self._invalid_pids:
+            return False
+        import pwd  # built-in C module; only btmp-only systems (journald, no syslog) need it
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            self._remember(self._invalid_pids, rec.pid, True)
+            return True
+        return False
 
     # --- dedup tables -------------------------------------------------------------
     def _remember_seen(self, kind: str, key: Key) -> None:
