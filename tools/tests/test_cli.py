@@ -70,3 +70,26 @@ def test_boot_dry_run_prints_the_restricted_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:41000-:22" in proc.stdout
     assert "-accel tcg" in proc.stdout
+
+
+def test_unknown_profile_is_one_line_exit_2(tmp_path: Path) -> None:
+    for args in (
+        ("image", "debian", "--out", str(tmp_path / "img"), "--profile", "tiny"),
+        (
+            "demo",
+            "--out",
+            str(tmp_path / "img"),
+            "--dist",
+            str(tmp_path / "d"),
+            "--profile",
+            "tiny",
+        ),
+    ):
+        proc = _run(*args)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            "defender-tools: error: --profile 'tiny': unknown profile "
+            "(choose one of: standard, embedded)"
+        ]
+    assert not (tmp_path / "img").exists()
+    assert not (tmp_path / "d").exists()  # the demo refused before building the package

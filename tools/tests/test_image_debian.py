@@ -161,3 +161,43 @@ def test_scratch_dir_is_removed_when_nothing_is_mounted(tmp_path: Path) -> None:
 def test_mount_points_are_found_by_prefix() -> None:
     assert "/proc" in debian._mounts_under(Path("/proc"))
     assert debian._mounts_under(Path("/proc/does-not-exist")) == []
+
+
+def test_profile_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    deb = _deb(tmp_path / "a.deb")
+    mirrors = ["deb http://mirror.example/debian bookworm main"]
+    standard = debian.cache_key("img", "bookworm", [deb], mirrors)
+    assert standard == debian.cache_key("img", "bookworm", [deb], mirrors, "standard")
+    assert standard != debian.cache_key("img", "bookworm", [deb], mirrors, "embedded")
+
+
+def test_profiles_differ_in_init_and_ssh_server() -> None:
+    standard = debian.get_profile("standard")
+    embedded = debian.get_profile("embedded")
+    assert standard.include == debian.INCLUDE  # the default image is unchanged
+    assert {"systemd-sysv", "openssh-server"} <= set(standard.include)
+    assert not {"sysvinit-core", "dropbear-bin"} & set(standard.include)
+    assert {"sysvinit-core", "dropbear-bin", "dropbear-run", "acpid"} <= set(embedded.include)
+    assert not {"systemd-sysv", "openssh-server", "udev", "dbus"} & set(embedded.include)
+    assert (standard.init, standard.ssh_service) == ("systemd", "sshd")
+    assert (embedded.init, embedded.ssh_service) == ("sysvinit", "dropbear")
+    assert "systemd" not in embedded.kernel_cmdline
+
+
+def test_profile_picks_the_default_image_directory() -> None:
+    assert debian.image_dir_name("standard") == "defender-debian"
+    assert debian.image_dir_name("embedded") == "defender-debian-embedded"
+
+
+def test_unknown_profile_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"--profile 'tiny': unknown profile .*standard, embedded"):
+        debian.get_profile("tiny")
+    with pytest.raises(UserError, match="--profile 'tiny'"):
+        debian.build_image(tmp_path / "img", profile="tiny")
+
+
+def test_conf_carries_the_profiles_kernel_command_line() -> None:
+    embedded = debian._conf_values("img", debian.get_profile("embedded"))
+    assert embedded["qb_kernel_cmdline_append"] == debian.EMBEDDED_KERNEL_CMDLINE
+    standard = debian._conf_values("img", debian.get_profile("standard"))
+    assert standard["qb_kernel_cmdline_append"] == debian.KERNEL_CMDLINE

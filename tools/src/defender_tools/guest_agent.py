@@ -13,9 +13,22 @@ from typing import Any
 from defender_tools.qemu_runner import Guest, GuestError
 
 SERVICE = "defender-agent.service"
+INIT_SCRIPT = "/etc/init.d/defender-agent"
+PIDFILE = "/run/defender-agent.pid"  # written by the sysvinit script (start-stop-daemon -m)
+
+# systemd when it is PID 1 (its runtime dir exists), else the sysvinit script's status.
+_STATE_SCRIPT = f"""
+if [ -d /run/systemd/system ]; then systemctl is-active {SERVICE}; exit 0; fi
+if {INIT_SCRIPT} status >/dev/null 2>&1; then echo active; else echo inactive; fi
+"""
 
 _MEMORY_SCRIPT = f"""
-pid=$(systemctl show -p MainPID --value {SERVICE} 2>/dev/null)
+pid=""
+if [ -d /run/systemd/system ]; then
+    pid=$(systemctl show -p MainPID --value {SERVICE} 2>/dev/null)
+elif [ -r {PIDFILE} ]; then
+    pid=$(cat {PIDFILE})
+fi
 if [ -z "$pid" ] || [ "$pid" = 0 ]; then pid=$(pgrep -o -f 'defender[-_]agent'); fi
 test -n "$pid" || exit 3
 echo "Pid: $pid"
@@ -93,8 +106,8 @@ def wait_for_alert(
 
 
 def service_state(guest: Guest) -> str:
-    """systemd's ActiveState for the agent (active, failed, ...)."""
-    _rc, out, _err = guest.ssh(f"systemctl is-active {SERVICE}")
+    """The agent service's state: systemd's ActiveState, or active/inactive under sysvinit."""
+    _rc, out, _err = guest.ssh(_STATE_SCRIPT)
     return out.strip()
 
 

@@ -24,13 +24,21 @@ def debian_command(
         typer.Option("--package", help="A .deb to install in the image (repeatable)."),
     ] = None,
     suite: Annotated[str, typer.Option(help="Debian suite.")] = debian.DEFAULT_SUITE,
+    profile: Annotated[
+        str,
+        typer.Option(help="standard (systemd, OpenSSH) or embedded (sysvinit, Dropbear, acpid)."),
+    ] = debian.DEFAULT_PROFILE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Assemble a bootable image (initramfs + Debian kernel + qemuboot.conf); cached by inputs."""
     err = Console(stderr=True)
     with err.status("building image") as status:
         result = debian.build_image(
-            out, package or [], suite=suite, progress=lambda msg: status.update(msg)
+            out,
+            package or [],
+            suite=suite,
+            progress=lambda msg: status.update(msg),
+            profile=profile,
         )
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))

@@ -36,6 +36,7 @@ DEFAULT_SUITE = "bookworm"
 KERNEL_META = "linux-image-amd64"
 
 # Explicit packages on top of --variant=essential (see docs/qemu.md for why each is there).
+# The `standard` profile: systemd, OpenSSH, rsyslog.
 INCLUDE = (
     "python3",
     "openssh-server",
@@ -43,6 +44,26 @@ INCLUDE = (
     "systemd-sysv",
     "udev",  # systemd-networkd waits for udev to initialise links
     "dbus",  # systemd-logind needs it, and logind turns QMP system_powerdown into a poweroff
+    "passwd",
+    "mount",
+    "kmod",
+    "iproute2",
+    "procps",
+)
+# The `embedded` profile: what small devices run. sysvinit instead of systemd, Dropbear
+# instead of OpenSSH, ifupdown + busybox udhcpc for DHCP, acpid for the power button.
+EMBEDDED_INCLUDE = (
+    "python3",
+    "dropbear-bin",
+    "dropbear-run",  # bookworm: pulls `dropbear`, which has /etc/init.d/dropbear
+    "rsyslog",  # writes /var/log/auth.log (auth + authpriv), also under sysvinit
+    "sysvinit-core",
+    "initscripts",
+    "orphan-sysvinit-scripts",  # bookworm's rsyslog ships no init script; this has it
+    "sysv-rc",
+    "ifupdown",
+    "udhcpc",
+    "acpid",  # turns QMP system_powerdown (ACPI power button) into /sbin/poweroff
     "passwd",
     "mount",
     "kmod",
@@ -80,10 +101,56 @@ MASKED_UNITS = (
 )
 MMDEBSTRAP_STOP_SECONDS = 30
 KERNEL_CMDLINE = "net.ifnames=0 quiet loglevel=4 systemd.show_status=auto"
+EMBEDDED_KERNEL_CMDLINE = "net.ifnames=0 quiet loglevel=4"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One flavour of the test image: its packages, init system and SSH server."""
+
+    name: str
+    include: tuple[str, ...]
+    init: str  # "systemd" or "sysvinit": how the image is configured and services are queried
+    ssh_service: str  # the `service` the agent reports for SSH logins in this image
+    kernel_cmdline: str
+    # OpenSSH logs "Invalid user NAME from IP"; Dropbear 2022.83 logs only "Login attempt for
+    # nonexistent user" and an exit line without the name, so no source names such a user.
+    logs_unknown_user_names: bool = True
+
+
+PROFILES: dict[str, Profile] = {
+    "standard": Profile("standard", INCLUDE, "systemd", "sshd", KERNEL_CMDLINE),
+    "embedded": Profile(
+        "embedded",
+        EMBEDDED_INCLUDE,
+        "sysvinit",
+        "dropbear",
+        EMBEDDED_KERNEL_CMDLINE,
+        logs_unknown_user_names=False,
+    ),
+}
+DEFAULT_PROFILE = "standard"
+
+
+def image_dir_name(profile: str) -> str:
+    """Default image directory (= image NAME) per profile; `standard` keeps the old name."""
+    get_profile(profile)
+    return "defender-debian" if profile == DEFAULT_PROFILE else f"defender-debian-{profile}"
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile; an unknown name is a user mistake."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(PROFILES)
+        raise UserError(f"--profile {name!r}: unknown profile (choose one of: {known})") from None
+
 
 INIT_SCRIPT = f"""#!/bin/sh
 # Defender quick image: the root filesystem is this initramfs. Mount the kernel
-# filesystems, load the virtual hardware drivers, then hand over to systemd.
+# filesystems, load the virtual hardware drivers, then hand over to init
+# (systemd or sysvinit, by profile).
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -96,6 +163,26 @@ Name=eth0
 
 [Network]
 DHCP=ipv4
+"""
+
+INTERFACES = """# Defender test image: QEMU user networking hands out 10.0.2.15 by DHCP.
+auto lo
+iface lo inet loopback
+
+auto eth0
+iface eth0 inet dhcp
+"""
+
+# -g: no password login for root (keys only), like sshd's `PermitRootLogin prohibit-password`.
+DROPBEAR_DEFAULTS = """# Defender test image: the qemu tests attack password login on purpose.
+DROPBEAR_PORT=22
+DROPBEAR_EXTRA_ARGS="-g"
+DROPBEAR_RECEIVE_WINDOW=65536
+"""
+
+ACPI_POWER_EVENT = """# Defender test image: QMP system_powerdown presses the ACPI power button.
+event=button/power.*
+action=/sbin/poweroff
 """
 
 SSHD_DROPIN = """# Defender test image: the qemu tests attack password login on purpose.
@@ -244,12 +331,19 @@ def builder_source_hash() -> str:
     return digest.hexdigest()
 
 
-def cache_key(name: str, suite: str, packages: Iterable[Path], mirrors: list[str]) -> str:
+def cache_key(
+    name: str,
+    suite: str,
+    packages: Iterable[Path],
+    mirrors: list[str],
+    profile: str = DEFAULT_PROFILE,
+) -> str:
     """Hash of every input that changes the image; equal key means reuse the last build."""
     inputs = {
         "name": name,
         "suite": suite,
-        "include": list(INCLUDE),
+        "profile": profile,
+        "include": list(get_profile(profile).include),
         "modules": list(MODULES),
         "packages": sorted((p.name, sha256_file(p)) for p in packages),
         "mirrors": mirrors,
@@ -304,13 +398,18 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 
 def _mmdebstrap(
-    rootfs: Path, suite: str, mirrors: list[str], packages: list[Path], kernel_dir: Path
+    rootfs: Path,
+    suite: str,
+    mirrors: list[str],
+    packages: list[Path],
+    kernel_dir: Path,
+    profile: Profile,
 ) -> None:
     cmd = [
         "mmdebstrap",
         "--mode=root",
         "--variant=essential",
-        "--include=" + ",".join(INCLUDE),
+        "--include=" + ",".join(profile.include),
         *[f"--dpkgopt={opt}" for opt in DPKG_OPTS],
         f"--customize-hook={KERNEL_HOOK}",
     ]
@@ -401,8 +500,8 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def _configure(rootfs: Path, key: str, pubkey: str) -> None:
-    """Hostname, network, sshd, users, machine-id and the initramfs /init."""
+def _configure(rootfs: Path, key: str, pubkey: str, profile: Profile) -> None:
+    """Hostname, network, SSH server, users, machine-id and the initramfs /init."""
     _write(rootfs / "etc/hostname", HOSTNAME + "\n")
     _write(
         rootfs / "etc/hosts",
@@ -410,8 +509,6 @@ def _configure(rootfs: Path, key: str, pubkey: str) -> None:
     )
     # Stable per build inputs, unique per image.
     _write(rootfs / "etc/machine-id", hashlib.sha256(key.encode()).hexdigest()[:32] + "\n", 0o444)
-    _write(rootfs / "etc/systemd/network/20-eth0.network", NETWORK_UNIT)
-    _write(rootfs / "etc/ssh/sshd_config.d/defender-test.conf", SSHD_DROPIN)
     _write(rootfs / "etc/default/locale", "LANG=C.UTF-8\n")
     _write(rootfs / "etc/fstab", "# root is the initramfs; nothing to mount\n")
     ssh_dir = rootfs / "root/.ssh"
@@ -420,9 +517,25 @@ def _configure(rootfs: Path, key: str, pubkey: str) -> None:
     _write(ssh_dir / "authorized_keys", pubkey, 0o600)
     _write(rootfs / "init", INIT_SCRIPT, 0o755)
     chroot = ["chroot", str(rootfs)]
-    _run([*chroot, "systemctl", "enable", "systemd-networkd.service"], "enabling systemd-networkd")
-    # No binfmt_misc module in the image: these units would only fail and mark boot degraded.
-    _run([*chroot, "systemctl", "mask", *MASKED_UNITS], "masking units")
+    if profile.init == "systemd":
+        _write(rootfs / "etc/systemd/network/20-eth0.network", NETWORK_UNIT)
+        _write(rootfs / "etc/ssh/sshd_config.d/defender-test.conf", SSHD_DROPIN)
+        _run(
+            [*chroot, "systemctl", "enable", "systemd-networkd.service"],
+            "enabling systemd-networkd",
+        )
+        # No binfmt_misc module in the image: these units would only fail and mark boot degraded.
+        _run([*chroot, "systemctl", "mask", *MASKED_UNITS], "masking units")
+    else:
+        _write(rootfs / "etc/network/interfaces", INTERFACES)
+        _write(rootfs / "etc/default/dropbear", DROPBEAR_DEFAULTS)
+        _write(rootfs / "etc/acpi/events/defender-powerbtn", ACPI_POWER_EVENT)
+        # The package's postinst ran update-rc.d; a missing link means the agent never starts.
+        if (
+            not list((rootfs / "etc/rc2.d").glob("S*defender-agent"))
+            and (rootfs / "etc/init.d/defender-agent").exists()
+        ):
+            raise UserError("the agent package did not enable /etc/init.d/defender-agent")
     _run(
         [
             *chroot,
@@ -510,7 +623,7 @@ def _cpio(rootfs: Path, out: Path) -> None:
     tmp.replace(out)
 
 
-def _conf_values(name: str) -> dict[str, str]:
+def _conf_values(name: str, profile: Profile = PROFILES[DEFAULT_PROFILE]) -> dict[str, str]:
     """What qemuboot.bbclass would write for an x86_64 initramfs image."""
     return {
         "deploy_dir_image": ".",
@@ -528,7 +641,7 @@ def _conf_values(name: str) -> dict[str, str]:
         "qb_machine": "-machine q35",
         "qb_cpu": "-cpu max",
         "qb_cpu_kvm": "-cpu host",
-        "qb_kernel_cmdline_append": KERNEL_CMDLINE,
+        "qb_kernel_cmdline_append": profile.kernel_cmdline,
         "qb_network_device": qemuboot.DEFAULT_NETWORK_DEVICE,
         "qb_rng": "-object rng-random,filename=/dev/urandom,id=rng0 "
         "-device virtio-rng-pci,rng=rng0",
@@ -547,10 +660,12 @@ def build_image(
     packages: Iterable[Path] = (),
     suite: str = DEFAULT_SUITE,
     progress: Progress | None = None,
+    profile: str = DEFAULT_PROFILE,
 ) -> ImageResult:
     """Build (or reuse) the image in OUT_DIR; NAME is OUT_DIR's last component."""
     say = progress or (lambda _msg: None)
     started = time.monotonic()
+    prof = get_profile(profile)
     pkgs = check_packages(packages)
     out_dir = out_dir.resolve()
     name = out_dir.name
@@ -558,7 +673,7 @@ def build_image(
         raise UserError(f"{out_dir}: image name {name!r} must be letters, digits, '.', '_', '-'")
     paths = output_paths(out_dir)
     mirrors = mirror_lines(suite, host_sources())
-    key = cache_key(name, suite, pkgs, mirrors)
+    key = cache_key(name, suite, pkgs, mirrors, prof.name)
 
     def result(cached: bool) -> ImageResult:
         return ImageResult(
@@ -591,8 +706,8 @@ def build_image(
         rootfs = work / "rootfs"
         kernel_dir = work / "kernel-deb"
         kernel_dir.mkdir()
-        say(f"mmdebstrap {suite} ({len(pkgs)} extra package(s))")
-        _mmdebstrap(rootfs, suite, mirrors, pkgs, kernel_dir)
+        say(f"mmdebstrap {suite}, profile {prof.name} ({len(pkgs)} extra package(s))")
+        _mmdebstrap(rootfs, suite, mirrors, pkgs, kernel_dir, prof)
         say("kernel and modules")
         _install_kernel(kernel_dir, rootfs, work, paths["kernel"])
         say("ssh key, users, network")
@@ -613,11 +728,11 @@ def build_image(
             ],
             "ssh-keygen",
         )
-        _configure(rootfs, key, paths["pubkey"].read_text())
+        _configure(rootfs, key, paths["pubkey"].read_text(), prof)
         _manifest(rootfs, paths["manifest"])
         say("cpio initramfs")
         _cpio(rootfs, paths["rootfs"])
-        qemuboot.write_conf(paths["conf"], _conf_values(name))
+        qemuboot.write_conf(paths["conf"], _conf_values(name, prof))
         paths["cachekey"].write_text(key + "\n")
     finally:
         _remove_work_dir(work)
