@@ -185,8 +185,8 @@ def test_version_and_parse_duration() -> None:
     assert [cli.parse_duration(x) for x in ("30s", "10m", "2h", "1d")] == [30, 600, 7200, 86400]
 
 
-def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path)
+def start_agent(cfg: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """`defender-agent run` as a child; returns once it has written its first record."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "defender_agent", "run", "--config", str(cfg)],
         env=child_env(),
@@ -197,6 +197,12 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     deadline = time.monotonic() + 10
     while not events.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    return proc, events
+
+
+def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    proc, events = start_agent(cfg, tmp_path)
     proc.terminate()
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
@@ -256,16 +262,7 @@ def test_sighup_reopens_the_events_file(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     auth = tmp_path / "auth.log"
     auth.write_text("")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "defender_agent", "run", "--config", str(cfg)],
-        env=child_env(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    events = tmp_path / "state" / "events.jsonl"
-    deadline = time.monotonic() + 10
-    while not events.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc, events = start_agent(cfg, tmp_path)
     events.rename(tmp_path / "state" / "moved-by-logrotate.jsonl")
     proc.send_signal(signal.SIGHUP)
     time.sleep(0.2)
@@ -273,6 +270,7 @@ def test_sighup_reopens_the_events_file(tmp_path: Path) -> None:
         fh.write(
             "Nov 27 08:00:00 gw sshd[1]: Accepted password for root from 10.0.2.2 port 1 ssh2\n"
         )
+    deadline = time.monotonic() + 10
     while not events.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.terminate()
