@@ -20,6 +20,14 @@ class Sink:
         self.lines.extend(lines)
 
 
+def new_follower(path: Path) -> tuple[FileFollower, Sink]:
+    """A line follower on PATH with no saved state (first start: begins at the end)."""
+    sink = Sink()
+    follower = FileFollower(str(path), on_lines=sink)
+    follower.restore(None)
+    return follower, sink
+
+
 def append(path: Path, text: str) -> None:
     with open(path, "a") as fh:
         fh.write(text)
@@ -28,9 +36,7 @@ def append(path: Path, text: str) -> None:
 def test_starts_at_end_then_reads_appends(tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
     log.write_text("old 1\nold 2\n")
-    sink = Sink()
-    f = FileFollower(str(log), on_lines=sink)
-    f.restore(None)
+    f, sink = new_follower(log)
     assert f.check() is False
     assert sink.lines == []
     append(log, "new 1\nnew 2\npartial")
@@ -44,9 +50,7 @@ def test_starts_at_end_then_reads_appends(tmp_path: Path) -> None:
 def test_rotation_by_rename_and_create(tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
     log.write_text("")
-    sink = Sink()
-    f = FileFollower(str(log), on_lines=sink)
-    f.restore(None)
+    f, sink = new_follower(log)
     f.check()
     append(log, "a\n")
     os.rename(log, tmp_path / "auth.log.1")
@@ -61,9 +65,7 @@ def test_rotation_by_rename_and_create(tmp_path: Path) -> None:
 def test_truncation_rereads_from_start(tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
     log.write_text("")
-    sink = Sink()
-    f = FileFollower(str(log), on_lines=sink)
-    f.restore(None)
+    f, sink = new_follower(log)
     f.check()
     append(log, "one\ntwo\n")
     f.check()
@@ -76,9 +78,7 @@ def test_truncation_rereads_from_start(tmp_path: Path) -> None:
 
 def test_missing_file_is_waited_for_and_read_from_start(tmp_path: Path) -> None:
     log = tmp_path / "secure"
-    sink = Sink()
-    f = FileFollower(str(log), on_lines=sink)
-    f.restore(None)
+    f, sink = new_follower(log)
     assert f.check() is False and not f.is_open
     log.write_text("first\n")
     f.check()
@@ -88,9 +88,7 @@ def test_missing_file_is_waited_for_and_read_from_start(tmp_path: Path) -> None:
 def test_restart_resumes_from_saved_state(tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
     log.write_text("")
-    sink = Sink()
-    f = FileFollower(str(log), on_lines=sink)
-    f.restore(None)
+    f, _sink = new_follower(log)
     f.check()
     append(log, "seen\n")
     f.check()
@@ -150,9 +148,7 @@ def test_watcher_drives_followers_through_the_loop(
     tmp_path: Path, backend: str, drive: Callable[..., bool]
 ) -> None:
     log = tmp_path / "auth.log"
-    sink = Sink()
-    f = FileFollower(str(log), on_lines=sink)
-    f.restore(None)
+    f, sink = new_follower(log)
     rt = Runtime("t")
     watcher = Watcher(rt, [f], backend, poll_interval=0.1)
     watcher.start()
@@ -175,9 +171,7 @@ def test_falls_back_to_polling_when_inotify_is_missing(
 
     monkeypatch.setattr(inotify, "Inotify", unavailable)
     log = tmp_path / "auth.log"
-    sink = Sink()
-    f = FileFollower(str(log), on_lines=sink)
-    f.restore(None)
+    f, sink = new_follower(log)
     rt = Runtime("t")
     watcher = Watcher(rt, [f], "auto", poll_interval=0.1)
     watcher.start()

@@ -95,10 +95,7 @@ def run_demo(
         result.timings["attack s"] = round(stamps[-1] - stamps[0], 1)
         result.checks["BruteForce alert appeared"] = alert is not None
         if alert is not None:
-            prof = get_profile(profile)
-            _check_alert(result, guest, alert, seen, stamps, user, before, prof)
-            service = prof.ssh_service
-            result.checks[f"service is {service}"] = alert["payload"].get("service") == service
+            _check_alert(result, guest, alert, seen, stamps, user, before, get_profile(profile))
         result.memory = guest_agent.agent_memory(guest)
     finally:
         with say.status("shutting the guest down"):
@@ -134,6 +131,9 @@ def _check_alert(
         len(guest_agent.named(all_alerts, "BruteForce")) == 1
     )
     result.checks[f"source is {ATTACKER_SOURCE}"] = payload.get("source") == ATTACKER_SOURCE
+    result.checks[f"service is {profile.ssh_service}"] = (
+        payload.get("service") == profile.ssh_service
+    )
     users = payload.get("users") or []
     if profile.logs_unknown_user_names:
         result.checks[f"{user!r} in users"] = user in users
