@@ -1,18 +1,32 @@
-"""Shared helpers for the agent tests: temp configs and driving the real runtime."""
+"""Shared helpers for the agent tests: temp configs, and the real agent on virtual time.
+
+Tests build the real agent (agent.build) with a ManualClock: files, inotify and the event
+loop are real, but no test sleeps to cross a window. `advance(agent, seconds)` moves the
+clock and fires every timer on its deadline; the loop never waits on a virtual clock.
+"""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from defender_agent import collectors, config
+from defender_agent import agent as agent_mod
+from defender_agent import config
+from defender_agent.clock import ManualClock
+from defender_agent.collectors.common import timestamps
+
+# "Nov 27 08:00:00" in the tests' auth logs, in the year the clock below puts them in
+T0 = timestamps.local(2026, 11, 27, 8, 0, 0) or 0.0
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config.Config:
-    """A validated config whose files all live under tmp_path."""
+    """A validated config whose files all live under tmp_path (sysinfo off).
+
+    Keyword names are sections with `__` for the dot: collectors__login={...}.
+    """
     data: dict[str, Any] = {
         "agent": {"state_dir": str(tmp_path / "state"), "device_id": "test-device"},
         "collectors": {
@@ -30,22 +44,39 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config.Config:
         if sub:
             target = target.setdefault(sub, {})
         target.update(values)
-    return config.validate(data, str(tmp_path / "agent.toml"), collectors.available())
+    return config.validate(data, str(tmp_path / "agent.toml"))
 
 
-def _drive(rt: Any, until: Callable[[], bool], timeout: float = 3.0) -> bool:
-    """Run the loop in short turns until `until()` holds or the timeout passes."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        rt.run_once(0.02)
+def advance_until(
+    agent: agent_mod.Agent, until: Callable[[], bool], seconds: float, step: float = 0.05
+) -> bool:
+    """Move virtual time in steps of `step` until `until()` holds (True) or `seconds` pass."""
+    if until():
+        return True
+    moved = 0.0
+    while moved < seconds:
+        agent.advance(step)
+        moved += step
         if until():
             return True
     return False
 
 
+@pytest.fixture(name="advance_until")
+def advance_until_fixture() -> Callable[..., bool]:
+    return advance_until
+
+
 @pytest.fixture
-def drive() -> Callable[..., bool]:
-    return _drive
+def t0() -> float:
+    """Epoch of the tests' "Nov 27 08:00:00" log stamps."""
+    return T0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Virtual time, a few seconds after the tests' log stamps."""
+    return ManualClock(T0 + 5)
 
 
 @pytest.fixture
@@ -54,3 +85,22 @@ def cfg_factory(tmp_path: Path) -> Callable[..., config.Config]:
         return make_config(tmp_path, **sections)
 
     return factory
+
+
+@pytest.fixture
+def start_agent(clock: ManualClock) -> Iterator[Callable[[config.Config], agent_mod.Agent]]:
+    """Build and start agents on the test's clock; every one is shut down at the end."""
+    started: list[agent_mod.Agent] = []
+
+    def start(cfg: config.Config) -> agent_mod.Agent:
+        agent = agent_mod.build(cfg, clock=clock)
+        agent.start(heartbeat_interval=3600, statistics_interval=3600)
+        agent.run_once(0)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        if not agent.loop.stopping:
+            agent.stop()
+            agent.shutdown()

@@ -6,17 +6,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from defender_agent.linux import authlog
-from defender_agent.linux.authlog import AuthFact, parse_line
+from defender_agent.collectors.common import authlog, timestamps
+from defender_agent.collectors.common.authlog import AuthFact
 
 BSD = "Nov 27 08:00:00 gw "
 ISO = "2026-11-27T08:00:00.123456+00:00 gw "
+NOW = (timestamps.local(2026, 11, 27, 8, 0, 30) or 0.0) + 0.0  # the clock when lines are read
+
+
+def parse_line(line: str) -> authlog.ParseResult:
+    return authlog.parse_line(line, NOW)
 
 
 def fact(line: str) -> AuthFact:
+    """The fact of LINE without its time (times have their own tests below)."""
     result = parse_line(line)
     assert isinstance(result, AuthFact), result
-    return result
+    assert result.time is not None, "every test line carries a readable stamp"
+    return result._replace(time=None)
 
 
 @pytest.mark.parametrize("prefix", [BSD, ISO, "Nov  7 08:00:00 gw ", "2026-11-27T08:00:00Z gw "])

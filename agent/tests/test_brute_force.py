@@ -1,13 +1,21 @@
-"""Brute-force detector, driven with explicit event times."""
+"""Brute-force detector, driven with explicit event times on a virtual clock."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from defender_agent.agent import Agent
+from defender_agent.clock import ManualClock
 from defender_agent.detectors.brute_force import BruteForceDetector
 from defender_agent.model import Record, login_event
 
 T0 = 1_795_000_000.0
+
+
+def detector(clock: ManualClock | None = None, **settings: Any) -> BruteForceDetector:
+    """A detector whose clock reads T0 + 10 min unless given one (events are not late)."""
+    agent = Agent("t", clock or ManualClock(T0 + 600))
+    return BruteForceDetector(agent.context("detectors", "brute_force"), **settings)
 
 
 def failure(
@@ -48,7 +56,7 @@ def feed(det: BruteForceDetector, records: list[Record]) -> list[dict[str, Any]]
 
 
 def test_five_failures_raise_one_alert_and_eight_still_one() -> None:
-    det = BruteForceDetector(max_failures=5, window=60)
+    det = detector(max_failures=5, window=60)
     users = ["admin", "root", "pi", "admin", "ubnt"]
     alerts = feed(det, [failure(i, user=users[i]) for i in range(5)])
     assert len(alerts) == 1
@@ -66,24 +74,24 @@ def test_five_failures_raise_one_alert_and_eight_still_one() -> None:
 
 
 def test_near_miss_four_failures() -> None:
-    det = BruteForceDetector(max_failures=5, window=60)
+    det = detector(max_failures=5, window=60)
     assert feed(det, [failure(i) for i in range(4)]) == []
 
 
 def test_failures_spread_beyond_window_never_alert() -> None:
-    det = BruteForceDetector(max_failures=5, window=60)
+    det = detector(max_failures=5, window=60)
     assert feed(det, [failure(i * 16) for i in range(10)]) == []  # 5 span 64 s > 60 s
 
 
 def test_new_burst_after_quiet_window_alerts_again() -> None:
-    det = BruteForceDetector(max_failures=5, window=60)
+    det = detector(max_failures=5, window=60)
     assert len(feed(det, [failure(i) for i in range(5)])) == 1
     assert feed(det, [failure(30 + i) for i in range(5)]) == []  # still the same burst
     assert len(feed(det, [failure(200 + i) for i in range(5)])) == 1  # quiet > 60 s before
 
 
 def test_sources_are_counted_separately_and_local_by_service() -> None:
-    det = BruteForceDetector(max_failures=3, window=60)
+    det = detector(max_failures=3, window=60)
     mixed = [failure(i, source=f"10.0.2.{i % 2 + 2}") for i in range(4)]
     assert feed(det, mixed) == []
     local = feed(
@@ -93,7 +101,7 @@ def test_sources_are_counted_separately_and_local_by_service() -> None:
 
 
 def test_success_after_burst_is_high() -> None:
-    det = BruteForceDetector(max_failures=5, window=60, success_window=600)
+    det = detector(max_failures=5, window=60, success_window=600)
     feed(det, [failure(i) for i in range(7)])
     alerts = feed(det, [login(300, user="root")])
     assert len(alerts) == 1
@@ -109,21 +117,60 @@ def test_success_after_burst_is_high() -> None:
 
 
 def test_success_without_burst_or_too_late_is_quiet() -> None:
-    det = BruteForceDetector(max_failures=5, window=60, success_window=600)
+    det = detector(max_failures=5, window=60, success_window=600)
     feed(det, [failure(i) for i in range(4)])
     assert feed(det, [login(10)]) == []
-    det2 = BruteForceDetector(max_failures=5, window=60, success_window=600)
+    det2 = detector(max_failures=5, window=60, success_window=600)
     feed(det2, [failure(i) for i in range(5)])
     assert feed(det2, [login(1000)]) == []
 
 
-def test_clock_stepping_back_does_not_break_ordering() -> None:
-    det = BruteForceDetector(max_failures=3, window=60)
-    assert len(feed(det, [failure(100), failure(101), failure(-500)])) == 1
+def test_out_of_order_failures_take_their_place_in_time() -> None:
+    det = detector(max_failures=3, window=60)
+    (alert,) = feed(det, [failure(100), failure(102), failure(101)])
+    assert alert["count"] == 3 and alert["last_seen"] > alert["first_seen"]
+
+
+def test_backlog_spread_over_hours_is_no_burst() -> None:
+    """Five failures stamped 10:00 to 14:00, read in one go (the agent was down): no alert."""
+    clock = ManualClock(T0 + 5 * 3600)
+    det = detector(clock, max_failures=5, window=60)
+    assert feed(det, [failure(i * 3600) for i in range(5)]) == []
+    assert det.statistics()["late"] == 5
+
+
+def test_backlog_burst_read_late_is_one_alert_dated_in_its_time() -> None:
+    """The same five failures 10 s apart, read an hour later: one alert, at the 5th."""
+    det = detector(ManualClock(T0 + 3600), max_failures=5, window=60)
+    records = [failure(i * 10) for i in range(5)]
+    alerts = [a for r in records for a in det.process(r)]
+    assert len(alerts) == 1 and alerts[0].time == T0 + 40
+    assert det.statistics()["late"] == 5
+
+
+def test_a_late_failure_does_not_open_a_burst_with_the_present() -> None:
+    det = detector(ManualClock(T0 + 3600), max_failures=3, window=60)
+    live = [failure(3590), failure(3595)]
+    assert feed(det, [*live, failure(100)]) == []  # two live, one an hour old
+    assert len(feed(det, [failure(3598)])) == 1  # the third live one crosses
+
+
+def test_idle_sources_are_pruned_by_the_clock() -> None:
+    clock = ManualClock(T0 + 10)
+    agent = Agent("t", clock)
+    det = BruteForceDetector(agent.context("detectors", "brute_force"), window=60)
+    agent.add("detectors", det)
+    agent.start()
+    feed(det, [failure(i) for i in range(3)])
+    agent.advance(599)
+    assert det.statistics()["tracked"] == 1  # a BruteForceSuccess may still follow
+    agent.advance(601)
+    assert det.statistics()["tracked"] == 0 and det.statistics()["pruned"] == 1
+    agent.shutdown()
 
 
 def test_bounded_sources_evict_oldest() -> None:
-    det = BruteForceDetector(max_failures=5, window=60, max_sources=16)
+    det = detector(max_failures=5, window=60, max_sources=16)
     feed(det, [failure(i * 0.01, source=f"192.0.2.{i}") for i in range(40)])
     stats = det.statistics()
     assert stats["tracked"] == 16 and stats["evicted"] == 24

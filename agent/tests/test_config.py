@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from defender_agent import collectors, config
+from defender_agent import config, reference, schema
 
 ROOT = Path(__file__).resolve().parents[2]
-BOTH = ("login", "sysinfo")
+BOTH = config.available_plugins()  # every plugin: this checkout is a full build
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -112,15 +112,22 @@ def test_out_of_range(tmp_path: Path, text: str, message: str) -> None:
 def test_enabling_a_collector_not_in_the_build(tmp_path: Path) -> None:
     path = write(tmp_path, "[collectors.sysinfo]\nenabled = true\n")
     with pytest.raises(config.ConfigError) as err:
-        config.load(path, ("login",))
+        config.load(path, {**BOTH, "collectors": ("login",)})
     assert str(err.value) == (
         f"{path}: collectors.sysinfo.enabled: collector 'sysinfo' is not in this build"
         " (in this build: login)"
     )
     # unset means "on if present": the same build loads fine without the key
-    cfg = config.load(write(tmp_path, "[collectors.sysinfo]\ninterval = 3600\n"), ("login",))
-    assert not cfg.collector_enabled("sysinfo", ("login",))
-    assert cfg.collector_enabled("login", ("login",))
+    login_only = {**BOTH, "collectors": ("login",)}
+    cfg = config.load(write(tmp_path, "[collectors.sysinfo]\ninterval = 3600\n"), login_only)
+    assert not cfg.enabled("collectors", "sysinfo", ("login",))
+    assert cfg.enabled("collectors", "login", ("login",))
+
+
+def test_enabling_an_output_not_in_the_build(tmp_path: Path) -> None:
+    path = write(tmp_path, "[outputs.stdout]\nenabled = true\n")
+    with pytest.raises(config.ConfigError, match="output 'stdout' is not in this build"):
+        config.load(path, {**BOTH, "outputs": ("file",)})
 
 
 def test_invalid_toml_and_missing_files(tmp_path: Path) -> None:
@@ -143,14 +150,17 @@ def test_missing_default_file_means_defaults(
 
 def test_packaged_agent_toml_is_current_and_parses_to_defaults() -> None:
     packaged = ROOT / "agent" / "packaging" / "agent.toml"
-    assert packaged.read_text() == config.render_toml(), (
+    assert packaged.read_text() == reference.render_toml(), (
         "regenerate: defender-agent config defaults"
     )
     parsed = tomllib.loads(packaged.read_text())  # only empty tables: every key commented
     assert parsed["agent"] == {} and parsed["collectors"] == {"login": {}, "sysinfo": {}}
     assert config.validate(parsed, "packaged", BOTH).section("agent") == config.defaults()["agent"]
     cfg = config.load(str(packaged), BOTH)
-    assert cfg.section("outputs.file") == config.defaults()["outputs.file"]
+    assert cfg.section("outputs.file") == {
+        **config.defaults()["outputs.file"],
+        "path": "/var/lib/defender-agent/events.jsonl",  # empty = in the state directory
+    }
     # every key appears once, uncommentable: uncommenting all lines gives a valid config
     uncommented = "\n".join(
         line[2:] if re.match(r"# [a-z_]+ = ", line) else line
@@ -159,7 +169,7 @@ def test_packaged_agent_toml_is_current_and_parses_to_defaults() -> None:
     data = tomllib.loads(uncommented)
     assert sum(
         len(v) if k == "agent" else sum(len(t) for t in v.values()) for k, v in data.items()
-    ) == len(config.SCHEMA)
+    ) == len(schema.SCHEMA)
     config.validate(data, "uncommented", BOTH)
 
 
@@ -173,14 +183,9 @@ def test_comment_only_shortcut_matches_the_parser(tmp_path: Path) -> None:
 
 def test_configuration_doc_is_current() -> None:
     doc = ROOT / "docs" / "configuration.md"
-    assert doc.read_text() == config.render_markdown(), (
+    assert doc.read_text() == reference.render_markdown(), (
         "regenerate: defender-agent config reference > docs/configuration.md"
     )
-
-
-def test_registry_names() -> None:
-    assert collectors.ALL_COLLECTORS == ("login", "sysinfo")
-    assert collectors.available() == ("login", "sysinfo")
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ def test_rotation_keeps_backups_and_mode(tmp_path: Path) -> None:
     out = FileOutput(str(path), max_bytes=4096, backups=2)
     for i in range(60):
         out.write(*rec(i))
-    out.close()
+    out.stop()
     files = [path.with_name(n) for n in ("events.jsonl.2", "events.jsonl.1", "events.jsonl")]
     assert all(f.exists() for f in files) and not path.with_name("events.jsonl.3").exists()
     assert all(f.stat().st_size <= 4096 for f in files)
@@ -41,7 +41,7 @@ def test_no_backups_truncates(tmp_path: Path) -> None:
     out = FileOutput(str(path), max_bytes=4096, backups=0)
     for i in range(40):
         out.write(*rec(i))
-    out.close()
+    out.stop()
     assert not path.with_name("events.jsonl.1").exists()
     assert path.stat().st_size <= 4096
 
@@ -71,7 +71,7 @@ def test_enospc_backlog_then_recovery(
     full["on"] = False
     out.retry()
     out.write(*rec(9))
-    out.close()
+    out.stop()
     numbers = [json.loads(line)["payload"]["n"] for line in path.read_text().splitlines()]
     assert numbers == [0, 4, 5, 6, 7, 8, 9]  # oldest backlog entries dropped, order kept
 
@@ -93,7 +93,7 @@ def test_partial_write_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.M
     out.write(*rec(1))
     monkeypatch.setattr(file_mod.os, "write", real_write)
     out.retry()
-    out.close()
+    out.stop()
     numbers = [json.loads(line)["payload"]["n"] for line in path.read_text().splitlines()]
     assert numbers == [0, 1]
 

@@ -8,8 +8,9 @@ from typing import Callable
 
 import pytest
 
-from defender_agent.linux.follow import FileFollower, Watcher
-from defender_agent.runtime import Runtime
+from defender_agent.agent import Agent
+from defender_agent.clock import ManualClock
+from defender_agent.collectors.common.follow import FileFollower, Watcher
 
 
 class Sink:
@@ -145,24 +146,27 @@ def test_records_wait_for_whole_records(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["inotify", "poll"])
 def test_watcher_drives_followers_through_the_loop(
-    tmp_path: Path, backend: str, drive: Callable[..., bool]
+    tmp_path: Path, backend: str, clock: ManualClock, advance_until: Callable[..., bool]
 ) -> None:
     log = tmp_path / "auth.log"
     f, sink = new_follower(log)
-    rt = Runtime("t")
-    watcher = Watcher(rt, [f], backend, poll_interval=0.1)
+    rt = Agent("t", clock)
+    watcher = Watcher(rt.context("collectors", "t"), [f], backend, poll_interval=0.1)
     watcher.start()
     assert watcher.describe() == backend
     log.write_text("created\n")
-    assert drive(rt, lambda: sink.lines == ["created"], timeout=1.0)
+    assert advance_until(rt, lambda: sink.lines == ["created"], 1.0)
     os.rename(log, tmp_path / "auth.log.1")
     log.write_text("rotated\n")
-    assert drive(rt, lambda: sink.lines == ["created", "rotated"], timeout=1.0)
+    assert advance_until(rt, lambda: sink.lines == ["created", "rotated"], 1.0)
     watcher.stop()
 
 
 def test_falls_back_to_polling_when_inotify_is_missing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drive: Callable[..., bool]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: ManualClock,
+    advance_until: Callable[..., bool],
 ) -> None:
     from defender_agent.linux import inotify
 
@@ -172,12 +176,12 @@ def test_falls_back_to_polling_when_inotify_is_missing(
     monkeypatch.setattr(inotify, "Inotify", unavailable)
     log = tmp_path / "auth.log"
     f, sink = new_follower(log)
-    rt = Runtime("t")
-    watcher = Watcher(rt, [f], "auto", poll_interval=0.1)
+    rt = Agent("t", clock)
+    watcher = Watcher(rt.context("collectors", "t"), [f], "auto", poll_interval=0.1)
     watcher.start()
     assert watcher.describe() == "poll" and "polling" in watcher.problem
     log.write_text("seen by polling\n")
-    assert drive(rt, lambda: sink.lines == ["seen by polling"], timeout=1.0)
+    assert advance_until(rt, lambda: sink.lines == ["seen by polling"], 1.0)
     watcher.stop()
 
 

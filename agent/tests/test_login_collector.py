@@ -1,4 +1,5 @@
-"""Login collector through the real runtime: dedup of auth log + btmp, Dropbear holds."""
+"""Login collector through the real agent on virtual time: dedup of auth log + btmp,
+Dropbear holds, event times from the sources."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any, Callable
 
 import pytest
 
-from defender_agent.cli import build_runtime
 from defender_agent.collectors import login as login_mod
+from defender_agent.collectors.common import timestamps
 from defender_agent.linux import utmp
 
+T0 = timestamps.local(2026, 11, 27, 8, 0, 0) or 0.0  # "Nov 27 08:00:00", as conftest's clock
 SSHD_FAIL = (
     "Nov 27 08:00:00 gw sshd[{pid}]: Failed password for {user} from 10.0.2.2 port {port} ssh2\n"
 )
@@ -35,7 +37,7 @@ def alerts(tmp_path: Path) -> list[dict[str, Any]]:
     return [r["payload"] for r in records(tmp_path) if r["type"] == "alert"]
 
 
-def btmp_record(user: str, pid: int, addr: str | None = "10.0.2.2") -> bytes:
+def btmp_record(user: str, pid: int, addr: str | None = "10.0.2.2", when: float = T0 + 1) -> bytes:
     rec = utmp.UtmpRecord(
         type=utmp.LOGIN_PROCESS,
         pid=pid,
@@ -44,8 +46,8 @@ def btmp_record(user: str, pid: int, addr: str | None = "10.0.2.2") -> bytes:
         user=user,
         host=addr or "",
         session=0,
-        tv_sec=int(time.time()),
-        tv_usec=0,
+        tv_sec=int(when),
+        tv_usec=round(when % 1 * 1e6),
         addr=addr,
     )
     return utmp.encode(rec, utmp.layout_for_machine())
@@ -57,47 +59,40 @@ def append(path: Path, data: str | bytes) -> None:
 
 
 @pytest.fixture
-def agent(tmp_path: Path, cfg_factory: Callable[..., Any]) -> Any:
+def agent(tmp_path: Path, cfg_factory: Callable[..., Any], start_agent: Any) -> Any:
     for name in ("auth.log", "btmp", "wtmp"):
         (tmp_path / name).write_bytes(b"")
-    cfg = cfg_factory(collectors__login={"dedup_hold": 0.3})
-    rt = build_runtime(cfg)
-    rt.start(heartbeat_interval=3600, statistics_interval=3600)
-    rt.run_once(0.01)
-    yield rt
-    rt.shutdown()
+    return start_agent(cfg_factory(collectors__login={"dedup_hold": 0.3}))
 
 
-def test_authlog_then_btmp_is_one_event(
-    tmp_path: Path, agent: Any, drive: Callable[..., bool]
-) -> None:
+def test_authlog_then_btmp_is_one_event(tmp_path: Path, agent: Any) -> None:
     append(tmp_path / "auth.log", SSHD_FAIL.format(pid=10, user="root", port=1))
     append(tmp_path / "btmp", btmp_record("root", 10))
-    drive(agent, lambda: False, timeout=0.6)  # past the hold
+    agent.advance(0.6)  # past the hold
     got = logins(tmp_path)
     assert [(e["event"], e["origin"], e["port"]) for e in got] == [("login-failed", "authlog", 1)]
-    assert agent.collectors[0].skipped()["merged-failed"] == 1
+    assert agent.collectors[0].statistics()["merged-failed"] == 1
 
 
 def test_btmp_then_authlog_is_one_event(
-    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+    tmp_path: Path, agent: Any, advance_until: Callable[..., bool]
 ) -> None:
     append(tmp_path / "btmp", btmp_record("root", 11))
-    agent.run_once(0.05)
+    agent.advance(0.01)
     assert logins(tmp_path) == []  # waits for its auth-log twin
     append(tmp_path / "auth.log", SSHD_FAIL.format(pid=11, user="root", port=2))
-    assert drive(agent, lambda: len(logins(tmp_path)) == 1, timeout=1.0)
-    drive(agent, lambda: False, timeout=0.5)
+    assert advance_until(agent, lambda: len(logins(tmp_path)) == 1, 1.0)
+    agent.advance(0.5)
     assert [e["origin"] for e in logins(tmp_path)] == ["authlog"]
 
 
 def test_btmp_only_failure_is_emitted_after_the_hold(
-    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+    tmp_path: Path, agent: Any, clock: Any, advance_until: Callable[..., bool]
 ) -> None:
-    start = time.monotonic()
+    start = clock.monotonic()
     append(tmp_path / "btmp", btmp_record("admin", 12))
-    assert drive(agent, lambda: len(logins(tmp_path)) == 1, timeout=2.0)
-    assert time.monotonic() - start >= 0.25
+    assert advance_until(agent, lambda: len(logins(tmp_path)) == 1, 2.0)
+    assert clock.monotonic() - start >= 0.3
     (event,) = logins(tmp_path)
     assert (event["origin"], event["user"], event["source"], event["service"]) == (
         "btmp",
@@ -108,7 +103,7 @@ def test_btmp_only_failure_is_emitted_after_the_hold(
 
 
 def test_invalid_user_attempts_count_once_despite_two_btmp_records(
-    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+    tmp_path: Path, agent: Any
 ) -> None:
     """OpenSSH 9.2, as seen in the QEMU guest: per attempt on an unknown user it writes a
     btmp record with "Invalid user", then (after PAM's 2 s delay, longer than the hold)
@@ -121,13 +116,13 @@ def test_invalid_user_attempts_count_once_despite_two_btmp_records(
     for n in range(5):
         pid, port = 100 + n, 40000 + n
         append(tmp_path / "btmp", btmp_record("admin", pid))
-        agent.run_once(0.01)
+        agent.advance(0.01)
         append(tmp_path / "auth.log", invalid.format(pid=pid, port=port))
-        drive(agent, lambda: False, timeout=0.4)  # longer than the 0.3 s hold
+        agent.advance(0.4)  # longer than the 0.3 s hold
         append(tmp_path / "btmp", btmp_record("admin", pid))
         append(tmp_path / "auth.log", failed.format(pid=pid, port=port))
-        drive(agent, lambda: False, timeout=0.05)
-    drive(agent, lambda: False, timeout=0.4)
+        agent.advance(0.05)
+    agent.advance(0.4)
     assert [(e["origin"], e["port"]) for e in logins(tmp_path)] == [
         ("authlog", 40000 + n) for n in range(5)
     ]
@@ -136,46 +131,46 @@ def test_invalid_user_attempts_count_once_despite_two_btmp_records(
 
 
 def test_each_attempt_counts_once_for_the_detector(
-    tmp_path: Path, agent: Any, drive: Callable[..., bool]
+    tmp_path: Path, agent: Any, advance_until: Callable[..., bool]
 ) -> None:
     for i in range(4):  # 4 attempts reported twice each: must stay below max_failures=5
         append(tmp_path / "btmp", btmp_record("root", 20 + i))
         append(tmp_path / "auth.log", SSHD_FAIL.format(pid=20 + i, user="root", port=i))
-    drive(agent, lambda: False, timeout=0.6)
+    agent.advance(0.6)
     assert len(logins(tmp_path)) == 4
     assert alerts(tmp_path) == []
     append(tmp_path / "auth.log", SSHD_FAIL.format(pid=30, user="root", port=9))
     append(tmp_path / "btmp", btmp_record("root", 30))
-    assert drive(agent, lambda: len(alerts(tmp_path)) == 1, timeout=1.0)
-    drive(agent, lambda: False, timeout=0.5)
+    assert advance_until(agent, lambda: len(alerts(tmp_path)) == 1, 1.0)
+    agent.advance(0.5)
     assert [a["count"] for a in alerts(tmp_path)] == [5]
 
 
 def test_dropbear_addressless_nonexistent_user_is_correlated(
-    tmp_path: Path, agent: Any, drive: Callable[..., bool], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, agent: Any, monkeypatch: pytest.MonkeyPatch, advance_until: Callable[..., bool]
 ) -> None:
     monkeypatch.setattr(login_mod, "DROPBEAR_HOLD", 0.3)
     log = tmp_path / "auth.log"
     # 1: the address comes from the later "Exit before auth" of the same pid
     append(log, "Nov 27 08:00:00 gw dropbear[501]: Login attempt for nonexistent user\n")
-    agent.run_once(0.05)
+    agent.advance(0.01)
     assert logins(tmp_path) == []
     append(
         log,
         "Nov 27 08:00:01 gw dropbear[501]: Exit before auth from <10.0.2.2:40001>: "
         "Max auth tries reached - user 'is invalid' from 10.0.2.2:40001\n",
     )
-    assert drive(agent, lambda: len(logins(tmp_path)) == 1, timeout=1.0)
+    assert advance_until(agent, lambda: len(logins(tmp_path)) == 1, 1.0)
     # 2: the address is already known from "Child connection from" of that pid
     append(
         log,
         "Nov 27 08:00:02 gw dropbear[502]: Child connection from 198.51.100.7:40002\n"
         "Nov 27 08:00:02 gw dropbear[502]: Login attempt for nonexistent user\n",
     )
-    assert drive(agent, lambda: len(logins(tmp_path)) == 2, timeout=1.0)
+    assert advance_until(agent, lambda: len(logins(tmp_path)) == 2, 1.0)
     # 3: never resolved: flushed with source null after the hold
     append(log, "Nov 27 08:00:03 gw dropbear[503]: Login attempt for nonexistent user\n")
-    assert drive(agent, lambda: len(logins(tmp_path)) == 3, timeout=2.0)
+    assert advance_until(agent, lambda: len(logins(tmp_path)) == 3, 2.0)
     got = [(e["source"], e["port"], e["service"]) for e in logins(tmp_path)]
     assert got == [
         ("10.0.2.2", 40001, "dropbear"),
@@ -184,7 +179,7 @@ def test_dropbear_addressless_nonexistent_user_is_correlated(
     ]
 
 
-def test_wtmp_login_and_logout(tmp_path: Path, agent: Any, drive: Callable[..., bool]) -> None:
+def test_wtmp_login_and_logout(tmp_path: Path, agent: Any) -> None:
     layout = utmp.layout_for_machine()
     login_rec = utmp.UtmpRecord(
         utmp.USER_PROCESS,
@@ -194,7 +189,7 @@ def test_wtmp_login_and_logout(tmp_path: Path, agent: Any, drive: Callable[..., 
         "alice",
         "10.0.2.2",
         0,
-        int(time.time()),
+        int(T0),
         0,
         "10.0.2.2",
     )
@@ -209,36 +204,37 @@ def test_wtmp_login_and_logout(tmp_path: Path, agent: Any, drive: Callable[..., 
             login_rec._replace(type=utmp.DEAD_PROCESS, user="", host="", addr=None), layout
         ),
     )
-    drive(agent, lambda: False, timeout=0.6)
+    agent.advance(0.6)
     got = [(e["event"], e["origin"], e["user"]) for e in logins(tmp_path)]
     assert got == [("login", "authlog", "alice"), ("logout", "wtmp", "alice")]
 
 
 def test_restart_resumes_without_loss_or_duplicates(
-    tmp_path: Path, cfg_factory: Callable[..., Any], drive: Callable[..., bool]
+    tmp_path: Path,
+    cfg_factory: Callable[..., Any],
+    start_agent: Any,
+    advance_until: Callable[..., bool],
 ) -> None:
     log = tmp_path / "auth.log"
     log.write_text("")
     cfg = cfg_factory()
-    rt = build_runtime(cfg)
-    rt.start(3600, 3600)
+    rt = start_agent(cfg)
     append(log, SSHD_FAIL.format(pid=1, user="a", port=1))
-    assert drive(rt, lambda: len(logins(tmp_path)) == 1, timeout=1.0)
+    assert advance_until(rt, lambda: len(logins(tmp_path)) == 1, 1.0)
     rt.shutdown()
     append(log, SSHD_FAIL.format(pid=2, user="b", port=2))  # written while the agent is down
-    rt2 = build_runtime(cfg)
-    rt2.start(3600, 3600)
+    rt2 = start_agent(cfg)
     append(log, SSHD_FAIL.format(pid=3, user="c", port=3))
-    assert drive(rt2, lambda: len(logins(tmp_path)) == 3, timeout=1.0)
-    drive(rt2, lambda: False, timeout=0.2)
+    assert advance_until(rt2, lambda: len(logins(tmp_path)) == 3, 1.0)
+    rt2.advance(0.2)
     rt2.shutdown()
     assert [e["user"] for e in logins(tmp_path)] == ["a", "b", "c"]
     state = json.loads((tmp_path / "state" / "state.json").read_text())
-    assert state["login"]["files"][str(log)]["offset"] == log.stat().st_size
+    assert state["collectors.login"]["files"][str(log)]["offset"] == log.stat().st_size
 
 
 def test_btmp_only_system_counts_an_unknown_user_attempt_once(
-    tmp_path: Path, cfg_factory: Callable[..., Any], drive: Callable[..., bool]
+    tmp_path: Path, cfg_factory: Callable[..., Any], start_agent: Any
 ) -> None:
     """Debian 12 without a syslog daemon has no auth log: btmp is all there is. sshd then
     writes two records per attempt on an unknown user (at "Invalid user", and at the
@@ -246,20 +242,19 @@ def test_btmp_only_system_counts_an_unknown_user_attempt_once(
     for name in ("btmp", "wtmp"):
         (tmp_path / name).write_bytes(b"")
     cfg = cfg_factory(collectors__login={"auth_logs": [str(tmp_path / "no-syslog.log")]})
-    rt = build_runtime(cfg)
-    rt.start(heartbeat_interval=3600, statistics_interval=3600)
+    rt = start_agent(cfg)
     try:
-        rt.run_once(0.01)
+        rt.advance(0.01)
         for n in range(4):  # 4 attempts on a name no system has: 8 records
             append(tmp_path / "btmp", btmp_record("no-such-user-zq", 200 + n))
             append(tmp_path / "btmp", btmp_record("no-such-user-zq", 200 + n))
         append(tmp_path / "btmp", btmp_record("root", 300))  # a real user: every record counts
         append(tmp_path / "btmp", btmp_record("root", 300))
-        drive(rt, lambda: False, timeout=0.3)
+        rt.advance(0.3)
         got = [(e["user"], e["origin"]) for e in logins(tmp_path)]
         assert got == [("no-such-user-zq", "btmp")] * 4 + [("root", "btmp")] * 2
         (alert,) = alerts(tmp_path)  # crossed at the 5th attempt (root's), not the 3rd
         assert (alert["count"], alert["users"]) == (5, ["no-such-user-zq", "root"])
-        assert rt.collectors[0].skipped()["invalid-user-record"] == 4
+        assert rt.collectors[0].statistics()["invalid-user-record"] == 4
     finally:
         rt.shutdown()

@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from defender_agent import __version__, collectors, config
+from defender_agent import __version__, config
 from defender_agent import log as _log
 from defender_agent.model import rfc3339
 
@@ -37,93 +37,60 @@ def parse_duration(text: str) -> float:
 
 
 def _load(path: str | None) -> config.Config:
-    cfg = config.load(path, collectors.available())
+    cfg = config.load(path)
     if not cfg.from_file:
         log.info("no %s; using defaults", cfg.path)
     return cfg
 
 
-def build_runtime(cfg: config.Config, stdout: bool = False) -> Any:
-    """Wire collectors, detectors and outputs from a validated config."""
-    from defender_agent import detectors
-    from defender_agent.outputs.file import FileOutput
-    from defender_agent.runtime import Runtime
-    from defender_agent.state import StateStore
-
-    os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)
-    rt = Runtime(cfg.device_id())
-    store = StateStore(cfg.state_dir)
-    store.load()
-    available = collectors.available()
-    for name in collectors.ALL_COLLECTORS:
-        if cfg.collector_enabled(name, available):
-            module = collectors.load(name)
-            rt.collectors.append(
-                module.create(rt, cfg.section(f"collectors.{name}"), store.get(name))
-            )
-    for name in detectors.ALL_DETECTORS:
-        section = cfg.section(f"detectors.{name}")
-        if section["enabled"]:
-            rt.detectors.append(detectors.create(name, section))
-    out = cfg.section("outputs.file")
-    if out["enabled"]:
-        rt.outputs.append(FileOutput(cfg.events_path, out["max_bytes"], out["backups"]))
-    if stdout:
-        from defender_agent.outputs.stdout import StdoutOutput
-
-        rt.outputs.append(StdoutOutput())
-
-    def save() -> None:
-        store.save({c.name: c.save_state() for c in rt.collectors})
-
-    rt.on_save_state = save
-    return rt
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from defender_agent import agent as agent_mod
+
     cfg = _load(args.config)
     _log.configure(cfg.section("agent")["log_level"])
     try:
-        rt = build_runtime(cfg, stdout=args.stdout)
+        agent = agent_mod.build(cfg, stdout=args.stdout)
     except OSError as exc:
         raise UserError(f"{cfg.state_dir}: cannot use state directory: {exc.strerror}") from None
-    if not rt.collectors:
+    if not agent.collectors:
         log.warning("no collector is enabled; only heartbeats will be written")
-    agent = cfg.section("agent")
-    rt.install_signals()
-    rt.start(agent["heartbeat_interval"], agent["statistics_interval"])
+    settings = cfg.section("agent")
+    agent.loop.install_signals()
+    agent.start(settings["heartbeat_interval"], settings["statistics_interval"])
     log.info(
         "started (version %s, collectors: %s)",
         __version__,
-        ", ".join(c.name for c in rt.collectors) or "none",
+        ", ".join(c.name for c in agent.collectors) or "none",
     )
-    rt.run(args.duration)
+    agent.run(args.duration)
     log.info("stopped")
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from defender_agent.loop import new_poller  # the probe `run` itself makes
+    from defender_agent.plugins import registries
+
     cfg = _load(args.config)
     print(f"config: {cfg.path} ({'ok' if cfg.from_file else 'not found, defaults'})")
-    from defender_agent.runtime import new_poller  # the probe `run` itself makes
-
     poller, takes_ms = new_poller()
     print(f"event loop: {'poll(2), no epoll in this kernel' if takes_ms else 'epoll'}")
     if not takes_ms:
         poller.close()
-    available = collectors.available()
-    runnable = 0
-    for name in collectors.ALL_COLLECTORS:
-        in_build = name in available
-        enabled = cfg.collector_enabled(name, available)
-        print(
-            f"collector {name}: in build: {'yes' if in_build else 'no'}, "
-            f"enabled: {'yes' if enabled else 'no'}"
-        )
-        if enabled:
-            runnable += 1
-            for line in collectors.load(name).describe(cfg.section(f"collectors.{name}")):
-                print(f"  {line}")
+    collectors_on = 0
+    for kind, registry in registries().items():
+        available = registry.available()
+        for name in registry.names:
+            in_build = name in available
+            enabled = cfg.enabled(kind, name, available)
+            print(
+                f"{kind[:-1]} {name}: in build: {'yes' if in_build else 'no'}, "
+                f"enabled: {'yes' if enabled else 'no'}"
+            )
+            if enabled:
+                collectors_on += kind == "collectors"
+                for line in registry.load(name).describe(cfg.section(f"{kind}.{name}")):
+                    print(f"  {line}")
     state_dir = cfg.state_dir
     probe = state_dir
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
@@ -131,7 +98,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     writable = os.access(probe, os.W_OK)
     print(f"state dir: {state_dir} ({'writable' if writable else 'NOT writable'})")
     print(f"events: {cfg.events_path}")
-    if runnable == 0:
+    if collectors_on == 0:
         print("nothing can run: no collector is enabled in this build", file=sys.stderr)
         return EXIT_NOTHING_RUNS
     return EXIT_OK
@@ -148,6 +115,8 @@ def _event_files(path: str) -> list[str]:
 
 
 def read_alerts(path: str, since: float | None = None) -> list[dict[str, Any]]:
+    """Alerts in the file and its backups, oldest first; `since` (seconds) keeps those
+    whose `time` (when the attack happened, not when it was read) is that recent."""
     start = time.time() - since if since is not None else 0.0
     cutoff = rfc3339(start) if start > 0 else ""  # before 1970: everything
     alerts = []
@@ -210,10 +179,11 @@ def cmd_version(_args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    if args.what == "reference":
-        sys.stdout.write(config.render_markdown())
-    elif args.what == "defaults":
-        sys.stdout.write(config.render_toml())
+    if args.what in ("reference", "defaults"):
+        from defender_agent import reference
+
+        render = reference.render_markdown if args.what == "reference" else reference.render_toml
+        sys.stdout.write(render())
     else:
         cfg = _load(args.config)
         print(f"{cfg.path}: ok")

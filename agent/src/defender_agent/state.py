@@ -1,4 +1,4 @@
-"""state.json: small persistent state (follower inode/offset) written atomically."""
+"""state.json: each plugin's small persistent state (follower inode/offset), written atomically."""
 
 from __future__ import annotations
 
@@ -35,8 +35,12 @@ class StateStore:
         self.data = data if isinstance(data, dict) else {}
         return self.data
 
-    def get(self, name: str) -> dict[str, Any]:
-        value = self.data.get(name)
+    def get(self, section: str, legacy: str | None = None) -> dict[str, Any]:
+        """A plugin's saved state, by section (`collectors.login`); 0.1 agents keyed
+        collector state by bare name, which is still read so an upgrade loses no offset."""
+        value = self.data.get(section)
+        if value is None and legacy is not None:
+            value = self.data.get(legacy)
         return value if isinstance(value, dict) else {}
 
     def save(self, data: dict[str, Any]) -> bool:

@@ -14,19 +14,20 @@ is by (user, source), pairing one to one: the pids differ between sshd's monitor
 from __future__ import annotations
 
 import os
-import time
 from collections import OrderedDict, deque
 
 from defender_agent import log as _log
-from defender_agent.linux import authlog, utmp
-from defender_agent.linux.follow import FileFollower, Watcher
+from defender_agent.collectors.common import authlog, timestamps
+from defender_agent.collectors.common.follow import FileFollower, Watcher
+from defender_agent.linux import utmp
 from defender_agent.model import Record, login_event
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any, Optional
 
-    from defender_agent.runtime import Runtime, Timer
+    from defender_agent.loop import Timer
+    from defender_agent.plugins import Context
 
     Key = tuple[Optional[str], Optional[str]]
 
@@ -50,8 +51,9 @@ class _Pending:
 class LoginCollector:
     name = NAME
 
-    def __init__(self, rt: Runtime, section: dict[str, Any], state: dict[str, Any]) -> None:
-        self.rt = rt
+    def __init__(self, ctx: Context, section: dict[str, Any], state: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.clock = ctx.clock
         self.hold = float(section["dedup_hold"])
         layout = section["utmp_layout"]
         self.layout = utmp.layout_for_machine() if layout == "auto" else layout
@@ -74,7 +76,7 @@ class LoginCollector:
         self.followers = [*self.auth_followers, *(f for f in (self.wtmp, self.btmp) if f)]
         for follower in self.followers:
             follower.restore(saved.get(follower.path))
-        self.watcher = Watcher(rt, self.followers, section["backend"], section["poll_interval"])
+        self.watcher = Watcher(ctx, self.followers, section["backend"], section["poll_interval"])
         self.counts: dict[str, int] = {}
         # dedup: auth-log events remembered, utmp records waiting ("failed"/"login")
         self._seen: dict[str, OrderedDict[Key, deque[float]]] = {
@@ -85,6 +87,7 @@ class LoginCollector:
         self._pending: deque[_Pending] = deque()
         # Dropbear correlation by pid
         self._db_addr: OrderedDict[int, tuple[str, int | None]] = OrderedDict()
+        # pid -> held (deadline, fact, observed) of address-less lines
         self._db_held: OrderedDict[int, list[tuple[float, authlog.AuthFact, float]]] = OrderedDict()
         self._tty_user: OrderedDict[str, str] = OrderedDict()
         # sshd pids whose "Invalid user" btmp record was already set aside (btmp-only mode)
@@ -113,7 +116,7 @@ class LoginCollector:
                 files[follower.path] = pos
         return {"files": files}
 
-    def skipped(self) -> dict[str, int]:
+    def statistics(self) -> dict[str, int]:
         out = dict(self.counts)
         for follower in self.followers:
             for reason, n in follower.counts.items():
@@ -130,7 +133,7 @@ class LoginCollector:
     def _on_lines(self, lines: list[str]) -> None:
         for line in lines:
             try:
-                fact = authlog.parse_line(line)
+                fact = authlog.parse_line(line, self.clock.time())
             except Exception:  # the parser promises never to raise; be safe anyway
                 log.exception("auth-log parser failed on %r", line[:200])
                 self._count("parser-error")
@@ -152,22 +155,23 @@ class LoginCollector:
                 addr = self._db_addr.get(pid)
                 if addr is None:
                     held = self._db_held.setdefault(pid, [])
-                    held.append((time.monotonic() + DROPBEAR_HOLD, fact, time.time()))
+                    deadline = self.clock.monotonic() + DROPBEAR_HOLD
+                    held.append((deadline, fact, self.clock.time()))
                     self._bound(self._db_held)
-                    self._schedule(time.monotonic() + DROPBEAR_HOLD)
+                    self._schedule(deadline)
                     return
                 fact = fact._replace(kind="failed", source=addr[0], port=addr[1])
                 kind = "failed"
             elif kind == "exit-before-auth":
                 self._db_addr.pop(pid, None)
-                for _deadline, held_fact, when in self._db_held.pop(pid, []):
+                for _deadline, held_fact, observed in self._db_held.pop(pid, []):
                     resolved = held_fact._replace(
                         kind="failed",
                         source=fact.source,
                         port=fact.port,
                         user=held_fact.user or fact.user,
                     )
-                    self._emit_auth(resolved, "failed", when)
+                    self._emit_auth(resolved, "failed", observed)
                 return
             elif kind == "logout":
                 self._db_addr.pop(pid, None)
@@ -190,7 +194,7 @@ class LoginCollector:
         else:
             self._count(f"noted-{kind}", fact.repeat)  # enumeration and preauth facts
 
-    def _emit_auth(self, fact: authlog.AuthFact, kind: str, when: float | None = None) -> None:
+    def _emit_auth(self, fact: authlog.AuthFact, kind: str, observed: float | None = None) -> None:
         event = {"failed": "login-failed", "login": "login", "logout": "logout"}[kind]
         record = login_event(
             event,
@@ -201,7 +205,8 @@ class LoginCollector:
             pid=fact.pid,
             tty=fact.tty,
             origin="authlog",
-            time=when,
+            time=fact.time,
+            observed=observed,
         )
         key: Key = (fact.user, None) if kind == "logout" else (fact.user, fact.source)
         if kind == "logout":
@@ -210,10 +215,10 @@ class LoginCollector:
                 return
         elif self._take_pending(kind, key):
             self._count(f"merged-{kind}")  # its utmp twin was waiting: now consumed
-            self.rt.emit(NAME, record)
+            self.ctx.emit(record)
             return
         self._remember_seen(kind, key)
-        self.rt.emit(NAME, record)
+        self.ctx.emit(record)
 
     def _absorb_twin(self, kind: str, key: Key) -> None:
         """Drop the utmp record that mirrors an auth-log line which is not itself an event."""
@@ -259,6 +264,8 @@ class LoginCollector:
             pid=rec.pid or None,
             tty=tty,
             origin=origin,
+            time=timestamps.utmp(rec.tv_sec, rec.tv_usec),
+            observed=self.clock.time(),
         )
         if kind == "logout":
             key: Key = (user, None)
@@ -266,7 +273,7 @@ class LoginCollector:
                 self._count("merged-logout")
                 return
             self._remember_seen(kind, key)
-            self.rt.emit(NAME, record)
+            self.ctx.emit(record)
             return
         key = (user, source)
         if self._take_seen(kind, key):
@@ -276,12 +283,12 @@ class LoginCollector:
             if kind == "failed" and self._is_invalid_user_record(rec, service, user):
                 self._count("invalid-user-record")
                 return
-            self.rt.emit(NAME, record)  # no auth log to wait for
+            self.ctx.emit(record)  # no auth log to wait for
             return
         if self.hold <= 0:
-            self.rt.emit(NAME, record)
+            self.ctx.emit(record)
             return
-        deadline = time.monotonic() + self.hold
+        deadline = self.clock.monotonic() + self.hold
         self._pending.append(_Pending(deadline, kind, key, record))
         if len(self._pending) > MAX_TRACKED:
             self._emit_pending(self._pending.popleft())
@@ -309,7 +316,7 @@ class LoginCollector:
     # --- dedup tables -------------------------------------------------------------
     def _remember_seen(self, kind: str, key: Key) -> None:
         table = self._seen[kind]
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while table:  # drop expired entries from the least recently used end
             oldest = next(iter(table.values()))
             if oldest and oldest[-1] >= now:
@@ -326,7 +333,7 @@ class LoginCollector:
         """Consume one remembered auth-log event with this key, if still within hold."""
         table = self._seen[kind]
         times = table.get(key)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while times and times[0] < now:
             times.popleft()
         if not times:
@@ -359,18 +366,18 @@ class LoginCollector:
                 return
             self._flush_timer.cancel()
         self._flush_at = deadline
-        self._flush_timer = self.rt.call_later(deadline - time.monotonic(), self._on_timer)
+        self._flush_timer = self.ctx.call_later(deadline - self.clock.monotonic(), self._on_timer)
 
     def _on_timer(self) -> None:
         self._flush_timer = None
         self._flush(force=False)
 
     def _emit_pending(self, item: _Pending) -> None:
-        self.rt.emit(NAME, item.record)
+        self.ctx.emit(item.record)
 
     def _flush(self, force: bool) -> None:
         """Emit what waited long enough (everything when stopping); re-arm the timer."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         keep: deque[_Pending] = deque()
         next_deadline: float | None = None
         for item in self._pending:
@@ -384,9 +391,9 @@ class LoginCollector:
             held = self._db_held[pid]
             due = [h for h in held if force or h[0] <= now]
             rest = [h for h in held if not (force or h[0] <= now)]
-            for _deadline, fact, when in due:
+            for _deadline, fact, observed in due:
                 self._count("dropbear-unresolved")
-                self._emit_auth(fact._replace(kind="failed"), "failed", when)
+                self._emit_auth(fact._replace(kind="failed"), "failed", observed)
             if rest:
                 self._db_held[pid] = rest
                 next_deadline = min(next_deadline or rest[0][0], rest[0][0])
@@ -396,8 +403,8 @@ class LoginCollector:
             self._schedule(next_deadline)
 
 
-def create(rt: Runtime, section: dict[str, Any], state: dict[str, Any]) -> LoginCollector:
-    return LoginCollector(rt, section, state)
+def create(ctx: Context, section: dict[str, Any], state: dict[str, Any]) -> LoginCollector:
+    return LoginCollector(ctx, section, state)
 
 
 def describe(section: dict[str, Any]) -> list[str]:

@@ -21,7 +21,8 @@ TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs 
 if TYPE_CHECKING:
     from typing import Any
 
-    from defender_agent.runtime import Runtime, Timer
+    from defender_agent.loop import Timer
+    from defender_agent.plugins import Context
 
 log = _log.get(__name__)
 
@@ -190,14 +191,14 @@ def collect() -> dict[str, Any]:
 class SysinfoCollector:
     name = NAME
 
-    def __init__(self, rt: Runtime, section: dict[str, Any]) -> None:
-        self.rt = rt
+    def __init__(self, ctx: Context, section: dict[str, Any]) -> None:
+        self.ctx = ctx
         self.interval = float(section["interval"])
         self.counts: dict[str, int] = {}
         self._timer: Timer | None = None
 
     def start(self) -> None:
-        self._timer = self.rt.call_every(self.interval, self.report, first=0.0)
+        self._timer = self.ctx.call_every(self.interval, self.report, first=0.0)
 
     def report(self) -> None:
         try:
@@ -206,7 +207,7 @@ class SysinfoCollector:
             log.exception("system information failed")
             self.counts["collect-error"] = self.counts.get("collect-error", 0) + 1
             return
-        self.rt.emit(NAME, Record("event", payload))
+        self.ctx.emit(Record("event", payload))
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -215,12 +216,12 @@ class SysinfoCollector:
     def save_state(self) -> dict[str, Any]:
         return {}
 
-    def skipped(self) -> dict[str, int]:
+    def statistics(self) -> dict[str, int]:
         return dict(self.counts)
 
 
-def create(rt: Runtime, section: dict[str, Any], state: dict[str, Any]) -> SysinfoCollector:
-    return SysinfoCollector(rt, section)
+def create(ctx: Context, section: dict[str, Any], state: dict[str, Any]) -> SysinfoCollector:
+    return SysinfoCollector(ctx, section)
 
 
 def describe(section: dict[str, Any]) -> list[str]:

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
-TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
-if TYPE_CHECKING:
-    from typing import Any
-
-    from defender_agent.runtime import Detector
+from defender_agent.plugins import Registry
 
 ALL_DETECTORS: tuple[str, ...] = ("brute_force",)
 
-
-def create(name: str, section: dict[str, Any]) -> Detector:
-    """Each detector module defines create(section) -> Detector."""
-    if name not in ALL_DETECTORS:
-        raise KeyError(name)
-    qualified = f"{__name__}.{name}"
-    __import__(qualified)  # not importlib.import_module: importlib + warnings cost RSS
-    detector: Detector = sys.modules[qualified].create(section)
-    return detector
+REGISTRY = Registry("detectors", __name__, ALL_DETECTORS, __file__)

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
     from defender_agent.linux.inotify import Inotify
-    from defender_agent.runtime import Runtime, Timer
+    from defender_agent.loop import Timer
+    from defender_agent.plugins import Context
 
 log = _log.get(__name__)
 
@@ -208,9 +209,9 @@ class Watcher:
     """Decide when followers look: inotify on parent directories, else stat polling."""
 
     def __init__(
-        self, rt: Runtime, followers: list[FileFollower], backend: str, poll_interval: float
+        self, ctx: Context, followers: list[FileFollower], backend: str, poll_interval: float
     ) -> None:
-        self.rt = rt
+        self.ctx = ctx
         self.followers = followers
         self.backend = backend
         self.poll_interval = poll_interval
@@ -233,10 +234,10 @@ class Watcher:
         else:
             self.polled = list(self.followers)
         if self.inotify is not None:
-            self.rt.add_reader(self.inotify.fd, self._on_inotify)
-            self._timers.append(self.rt.call_every(SAFETY_POLL, self._check_all))
+            self.ctx.add_reader(self.inotify.fd, self._on_inotify)
+            self._timers.append(self.ctx.call_every(SAFETY_POLL, self._check_all))
         if self.polled:
-            self._timers.append(self.rt.call_every(self.poll_interval, self._poll))
+            self._timers.append(self.ctx.call_every(self.poll_interval, self._poll))
         self._check_all()
 
     def _start_inotify(self) -> None:
@@ -278,7 +279,7 @@ class Watcher:
                 lost = self._by_wd.pop(event.wd, {})
                 if lost:
                     self.polled.extend(lost.values())
-                    self._timers.append(self.rt.call_every(self.poll_interval, self._poll))
+                    self._timers.append(self.ctx.call_every(self.poll_interval, self._poll))
                 continue
             follower = self._by_wd.get(event.wd, {}).get(event.name)
             if follower is not None:
@@ -288,7 +289,7 @@ class Watcher:
 
     def _check(self, follower: FileFollower) -> None:
         if follower.check():
-            self.rt.call_later(0.0, lambda: self._check(follower))
+            self.ctx.call_later(0.0, lambda: self._check(follower))
 
     def _check_all(self) -> None:
         for follower in self.followers:
@@ -302,7 +303,7 @@ class Watcher:
         for timer in self._timers:
             timer.cancel()
         if self.inotify is not None:
-            self.rt.remove_reader(self.inotify.fd)
+            self.ctx.remove_reader(self.inotify.fd)
             self.inotify.close()
             self.inotify = None
         for follower in self.followers:

@@ -1,8 +1,9 @@
 """Parse syslog auth lines from OpenSSH, Dropbear and login(1) into facts.
 
 Patterns are data (`_SSHD`, `_DROPBEAR`, `_LOGIN`): one table per program, so new
-message forms are one line each. The parser is stateless; correlation (Dropbear's
-address-less lines, dedup with btmp) lives in the login collector.
+message forms are one line each. The framing (time, host, program, pid) is syslog.py's.
+The parser is stateless; correlation (Dropbear's address-less lines, dedup with btmp)
+lives in the login collector.
 """
 
 from __future__ import annotations
@@ -10,19 +11,11 @@ from __future__ import annotations
 import re
 from collections import namedtuple
 
+from defender_agent.collectors.common import syslog
+
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import NamedTuple, Union
-
-# RFC 3164 as rsyslog/busybox write it ("Nov 27 08:00:00"), or RFC 3339 (rsyslog's
-# high-precision template). Busybox syslogd may add "facility.level" after the host.
-_PREFIX = re.compile(
-    r"(?:(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)"
-    r"|(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?))"
-    r" (?:(?P<host>\S+) )?"
-    r"(?:[a-z0-9]+\.(?:emerg|alert|crit|err|error|warn|warning|notice|info|debug) )?"
-    r"(?P<prog>[^\s\[\]:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$"
-)
 
 _SSHD_PROGRAMS = frozenset({"sshd", "sshd-session", "sshd-auth"})
 _DROPBEAR_PROGRAMS = frozenset({"dropbear"})
@@ -117,7 +110,7 @@ _LOGIN: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 
-_REPEAT = re.compile(r"message repeated (?P<n>\d+) times: \[ ?(?P<msg>.*)\]$")
+_REPEAT = re.compile(r"message repeated (?P<n>\d{1,9}) times: \[ ?(?P<msg>.*)\]$")
 
 
 if TYPE_CHECKING:
@@ -136,13 +129,14 @@ if TYPE_CHECKING:
         invalid_user: bool = False
         fails: int | None = None
         repeat: int = 1
+        time: float | None = None  # from the line's own timestamp; None: unreadable
 
     ParseResult = Union[AuthFact, str]
 else:
     AuthFact = namedtuple(
         "AuthFact",
-        "kind service user source port pid tty method invalid_user fails repeat",
-        defaults=(None, None, None, None, None, None, False, None, 1),
+        "kind service user source port pid tty method invalid_user fails repeat time",
+        defaults=(None, None, None, None, None, None, False, None, 1, None),
     )
 
 
@@ -153,12 +147,15 @@ SKIP_UNKNOWN = "unknown-message"
 SKIP_IGNORED = "ignored-message"
 
 
-def parse_line(line: str) -> ParseResult:
-    """Return an AuthFact, or the reason (a string) the line is skipped. Never raises."""
-    m = _PREFIX.match(line.rstrip("\r\n"))
-    if m is None:
+def parse_line(line: str, now: float) -> ParseResult:
+    """Return an AuthFact, or the reason (a string) the line is skipped. Never raises.
+
+    `now` is the runtime clock's wall time: it places a year-less stamp in its year.
+    """
+    framed = syslog.parse(line.rstrip("\r\n"), now)
+    if framed is None:
         return SKIP_NO_PREFIX
-    prog = m.group("prog")
+    prog = framed.program
     if prog in _SSHD_PROGRAMS:
         table, service = _SSHD, "sshd"
     elif prog in _DROPBEAR_PROGRAMS:
@@ -167,13 +164,15 @@ def parse_line(line: str) -> ParseResult:
         table, service = _LOGIN, "login"
     else:
         return SKIP_OTHER_PROGRAM
-    pid = int(m.group("pid")) if m.group("pid") else None
-    msg = m.group("msg")
+    msg = framed.message
     repeat = 1
     rm = _REPEAT.match(msg)
     if rm is not None:
         repeat, msg = max(1, min(int(rm.group("n")), 1000)), rm.group("msg").rstrip()
-    return parse_message(msg, service, table, pid, repeat)
+    fact = parse_message(msg, service, table, framed.pid, repeat)
+    if isinstance(fact, str) or framed.time is None:
+        return fact
+    return fact._replace(time=framed.time)
 
 
 def parse_message(

@@ -1,0 +1,114 @@
+"""The pipeline: a bounded queue from collectors to detectors (raw events) and outputs.
+
+emit() stamps `observed` (and `time`, when the source had none) from the clock, counts the
+record against its source and queues it; drain() hands every event to every detector in
+emit order, then writes it and the alerts it raised to every output.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from defender_agent import log as _log
+
+TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
+if TYPE_CHECKING:
+    from typing import Any
+
+    from defender_agent.clock import Clock
+    from defender_agent.model import Record
+    from defender_agent.plugins import Detector, Output
+
+log = _log.get(__name__)
+
+QUEUE_MAX = 4096
+
+
+class Counts:
+    __slots__ = ("dropped", "emitted", "errors")
+
+    def __init__(self) -> None:
+        self.emitted = 0
+        self.dropped = 0
+        self.errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"emitted": self.emitted, "dropped": self.dropped, "errors": self.errors}
+
+
+class Pipeline:
+    def __init__(self, clock: Clock, device_id: str, queue_max: int = QUEUE_MAX) -> None:
+        self.clock = clock
+        self.device_id = device_id
+        self.queue_max = queue_max
+        self.detectors: list[tuple[str, Detector]] = []
+        self.outputs: list[tuple[str, Output]] = []
+        self.counts: dict[str, Counts] = {}
+        self._queue: deque[Record] = deque()
+        self._draining = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def count(self, section: str) -> Counts:
+        counts = self.counts.get(section)
+        if counts is None:
+            counts = self.counts[section] = Counts()
+        return counts
+
+    def emit(self, section: str, record: Record) -> bool:
+        """Queue a record from `section`; False (and counted) when the queue is full."""
+        counts = self.count(section)
+        if record.observed is None:
+            record.observed = self.clock.time()
+        if record.time is None:
+            record.time = record.observed
+        if len(self._queue) >= self.queue_max and not self._draining:
+            self.drain()  # a burst (one 1 MiB read) bigger than the queue: pass it on now
+        if len(self._queue) >= self.queue_max:
+            counts.dropped += 1
+            return False
+        counts.emitted += 1
+        self._queue.append(record)
+        return True
+
+    def drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue:
+                record = self._queue.popleft()
+                self._write(record)
+                if record.type == "event":
+                    for section, detector in self.detectors:
+                        self._detect(section, detector, record)
+        finally:
+            self._draining = False
+
+    def _detect(self, section: str, detector: Detector, record: Record) -> None:
+        try:
+            alerts = detector.process(record)
+        except Exception:  # a detector bug must not stop collection
+            self.count(section).errors += 1
+            log.exception("%s failed", section)
+            return
+        for alert in alerts:
+            self.count(section).emitted += 1
+            if alert.observed is None:
+                alert.observed = self.clock.time()
+            if alert.time is None:
+                alert.time = record.time
+            self._write(alert)
+
+    def _write(self, record: Record) -> None:
+        line = record.to_json(self.device_id)
+        for section, output in self.outputs:
+            try:
+                output.write(record, line)
+            except Exception:  # an output bug must not stop the others
+                self.count(section).errors += 1
+                log.exception("%s failed", section)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"max": self.queue_max, "length": len(self._queue)}

@@ -1,0 +1,229 @@
+"""agent.toml's schema: every key's section, type, default, range and meaning, as data.
+
+One schema serves the agent (config.py validates against it), `config reference` and
+`config defaults` (reference.py renders it), the installer and the build systems' config
+generation. Plugin sections are `<kind>.<name>`, one per registered collector, detector
+and output (a test keeps the two equal). This module is data only: importing it costs
+next to nothing on the device.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
+DEFAULT_PATH = "/etc/defender-agent/agent.toml"
+DEFAULT_STATE_DIR = "/var/lib/defender-agent"
+
+if TYPE_CHECKING:
+
+    class Key(NamedTuple):
+        """One configuration key: where it lives, its type, default, allowed values and meaning."""
+
+        section: str
+        name: str
+        type: str  # "bool" | "int" | "float" | "str" | "list" | "enum" | "optbool"
+        default: Any
+        doc: str
+        min: float | None = None
+        max: float | None = None
+        choices: tuple[str, ...] = ()
+        unit: str = ""
+
+else:
+    Key = namedtuple(
+        "Key",
+        "section name type default doc min max choices unit",
+        defaults=(None, None, (), ""),
+    )
+
+
+_ENABLED_PLUGIN = "Unset: on when in the build; `true` on a build without it is an error."
+
+SCHEMA: tuple[Key, ...] = (
+    Key(
+        "agent",
+        "device_id",
+        "str",
+        "",
+        "Device id in every record; empty = /etc/machine-id, else the host name.",
+    ),
+    Key(
+        "agent",
+        "state_dir",
+        "str",
+        DEFAULT_STATE_DIR,
+        "Directory for state.json (follower offsets) and, by default, events.jsonl.",
+    ),
+    Key(
+        "agent",
+        "log_level",
+        "enum",
+        "info",
+        "Level of the agent's own log on stderr.",
+        choices=("debug", "info", "warning", "error"),
+    ),
+    Key(
+        "agent",
+        "heartbeat_interval",
+        "float",
+        300.0,
+        "Seconds between heartbeat records.",
+        min=1,
+        max=86400,
+        unit="s",
+    ),
+    Key(
+        "agent",
+        "statistics_interval",
+        "float",
+        3600.0,
+        "Seconds between statistics records (emitted, dropped, skipped counts).",
+        min=1,
+        max=604800,
+        unit="s",
+    ),
+    Key("collectors.login", "enabled", "optbool", None, _ENABLED_PLUGIN),
+    Key(
+        "collectors.login",
+        "auth_logs",
+        "list",
+        ["/var/log/auth.log", "/var/log/secure", "/var/log/messages"],
+        "Syslog files with sshd/dropbear/login messages; missing files are waited for.",
+    ),
+    Key(
+        "collectors.login",
+        "wtmp",
+        "str",
+        "/var/log/wtmp",
+        "utmp-format log of logins and logouts; empty = do not follow.",
+    ),
+    Key(
+        "collectors.login",
+        "btmp",
+        "str",
+        "/var/log/btmp",
+        "utmp-format log of failed logins; empty = do not follow.",
+    ),
+    Key(
+        "collectors.login",
+        "backend",
+        "enum",
+        "auto",
+        "How to notice file changes: inotify, stat polling, or auto (inotify when available).",
+        choices=("auto", "inotify", "poll"),
+    ),
+    Key(
+        "collectors.login",
+        "poll_interval",
+        "float",
+        1.0,
+        "Seconds between stat polls when polling.",
+        min=0.1,
+        max=60,
+        unit="s",
+    ),
+    Key(
+        "collectors.login",
+        "utmp_layout",
+        "enum",
+        "auto",
+        "utmp record size: 384 (x86, x86_64, 32-bit ARM) or 400 (aarch64); auto = by CPU.",
+        choices=("auto", "384", "400"),
+    ),
+    Key(
+        "collectors.login",
+        "dedup_hold",
+        "float",
+        2.0,
+        "Seconds a btmp/wtmp record waits for the matching auth-log line before it is "
+        "emitted alone (one attempt = one event).",
+        min=0,
+        max=30,
+        unit="s",
+    ),
+    Key("collectors.sysinfo", "enabled", "optbool", None, _ENABLED_PLUGIN),
+    Key(
+        "collectors.sysinfo",
+        "interval",
+        "float",
+        86400.0,
+        "Seconds between system-information events (one is sent at start).",
+        min=60,
+        max=2592000,
+        unit="s",
+    ),
+    Key("detectors.brute_force", "enabled", "optbool", None, _ENABLED_PLUGIN),
+    Key(
+        "detectors.brute_force",
+        "max_failures",
+        "int",
+        5,
+        "Failed logins from one source within `window` that raise an alert.",
+        min=1,
+        max=1000,
+    ),
+    Key(
+        "detectors.brute_force",
+        "window",
+        "float",
+        60.0,
+        "Seconds the failures must fall within; also the quiet time before a new alert.",
+        min=1,
+        max=86400,
+        unit="s",
+    ),
+    Key(
+        "detectors.brute_force",
+        "success_window",
+        "float",
+        600.0,
+        "A login from a source with `max_failures` failures this many seconds before it "
+        "raises BruteForceSuccess.",
+        min=1,
+        max=86400,
+        unit="s",
+    ),
+    Key(
+        "detectors.brute_force",
+        "max_sources",
+        "int",
+        4096,
+        "Sources tracked at once; the oldest is evicted (and counted) beyond this.",
+        min=16,
+        max=1000000,
+    ),
+    Key("outputs.file", "enabled", "optbool", None, _ENABLED_PLUGIN),
+    Key("outputs.file", "path", "str", "", "JSON-lines file; empty = <state_dir>/events.jsonl."),
+    Key(
+        "outputs.file",
+        "max_bytes",
+        "int",
+        1048576,
+        "Rotate the file when it would grow beyond this size.",
+        min=4096,
+        max=1 << 34,
+        unit="bytes",
+    ),
+    Key(
+        "outputs.file",
+        "backups",
+        "int",
+        3,
+        "Rotated files kept (events.jsonl.1 ...).",
+        min=0,
+        max=20,
+    ),
+    Key(
+        "outputs.stdout",
+        "enabled",
+        "bool",
+        False,
+        "Also write records to standard output (`run --stdout` turns it on).",
+    ),
+)
+
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.section for k in SCHEMA))
