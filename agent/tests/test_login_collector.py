@@ -4,7 +4,6 @@ Dropbear holds, event times from the sources."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +12,7 @@ import pytest
 from defender_agent.collectors import login as login_mod
 from defender_agent.collectors.common import timestamps
 from defender_agent.linux import utmp
+from defender_agent.model import rfc3339
 
 T0 = timestamps.local(2026, 11, 27, 8, 0, 0) or 0.0  # "Nov 27 08:00:00", as conftest's clock
 SSHD_FAIL = (
@@ -258,3 +258,61 @@ def test_btmp_only_system_counts_an_unknown_user_attempt_once(
         assert rt.collectors[0].statistics()["invalid-user-record"] == 4
     finally:
         rt.shutdown()
+
+
+def _stamped(hour: int, minute: int, second: int, n: int) -> str:
+    return (
+        f"Nov 27 {hour:02d}:{minute:02d}:{second:02d} gw sshd[{700 + n}]: "
+        f"Failed password for root from 198.51.100.23 port {41000 + n} ssh2\n"
+    )
+
+
+def test_backlog_spread_over_hours_raises_no_alert(
+    tmp_path: Path, cfg_factory: Callable[..., Any], start_agent: Any, clock: Any
+) -> None:
+    """Five failures stamped 10:00 to 14:00 written in one go (the agent was down, or the
+    log was copied in late): five events, each dated in its own hour, and no alert."""
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    clock.step(T0 + 7 * 3600)  # 15:00
+    agent = start_agent(cfg_factory())
+    append(log, "".join(_stamped(10 + n, 0, 0, n) for n in range(5)))
+    agent.advance(1.0)
+    got = [r for r in records(tmp_path) if r["payload"].get("event") == "login-failed"]
+    assert [r["time"] for r in got] == [rfc3339(T0 + (2 + n) * 3600) for n in range(5)]
+    assert all(r["observed"] > r["time"] for r in got)
+    assert alerts(tmp_path) == []
+
+
+def test_burst_read_live_raises_one_alert(
+    tmp_path: Path, cfg_factory: Callable[..., Any], start_agent: Any, clock: Any
+) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    agent = start_agent(cfg_factory())
+    for n in range(5):
+        append(log, _stamped(8, 0, 10 * n, n))
+        agent.advance(10.0)
+    (alert,) = [r for r in records(tmp_path) if r["type"] == "alert"]
+    assert (alert["payload"]["count"], alert["time"]) == (5, rfc3339(T0 + 40))
+
+
+def test_burst_written_while_the_agent_was_down_raises_one_alert_in_its_time(
+    tmp_path: Path, cfg_factory: Callable[..., Any], start_agent: Any, clock: Any
+) -> None:
+    """Stop the agent, attack (five failures 10 s apart), start it ten minutes later:
+    exactly one alert, dated at the fifth failure, observed at the restart."""
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    cfg = cfg_factory()
+    first = start_agent(cfg)
+    first.shutdown()
+    append(log, "".join(_stamped(8, 0, 10 * n, n) for n in range(5)))
+    clock.advance(600.0)
+    second = start_agent(cfg)
+    second.advance(1.0)
+    second.shutdown()
+    (alert,) = [r for r in records(tmp_path) if r["type"] == "alert"]
+    assert alert["time"] == rfc3339(T0 + 40)
+    assert alert["observed"] == rfc3339(T0 + 605)  # the clock started at 08:00:05
+    assert alert["payload"]["first_seen"] == rfc3339(T0)
