@@ -60,16 +60,26 @@ class LoginCollector:
         size = utmp.LAYOUTS[self.layout].size
         saved = state.get("files", {}) if isinstance(state.get("files"), dict) else {}
         self.auth_followers = [
-            FileFollower(path, on_lines=self._on_lines)
+            FileFollower(path, on_lines=self._on_lines, monotonic=self.clock.monotonic)
             for path in dict.fromkeys(section["auth_logs"])
         ]
         self.wtmp = (
-            FileFollower(section["wtmp"], on_records=self._on_wtmp, record_size=size)
+            FileFollower(
+                section["wtmp"],
+                on_records=self._on_wtmp,
+                record_size=size,
+                monotonic=self.clock.monotonic,
+            )
             if section["wtmp"]
             else None
         )
         self.btmp = (
-            FileFollower(section["btmp"], on_records=self._on_btmp, record_size=size)
+            FileFollower(
+                section["btmp"],
+                on_records=self._on_btmp,
+                record_size=size,
+                monotonic=self.clock.monotonic,
+            )
             if section["btmp"]
             else None
         )
