@@ -174,3 +174,43 @@ def test_bounded_sources_evict_oldest() -> None:
     feed(det, [failure(i * 0.01, source=f"192.0.2.{i}") for i in range(40)])
     stats = det.statistics()
     assert stats["tracked"] == 16 and stats["evicted"] == 24
+
+
+def test_table_stays_within_its_byte_budget_under_a_flood() -> None:
+    """20,480 failures from 4,096 sources with the longest user names the parser lets
+    through: the table holds what fits in max_bytes, and its own accounting is honest
+    (checked against what tracemalloc sees it allocate)."""
+    import tracemalloc
+
+    budget = 256 * 1024
+    det = detector(max_failures=5, window=60, max_sources=4096, max_bytes=budget)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(20480):
+        source, user = f"10.{n % 4096 >> 8}.{n % 256}.1", f"u{n}".ljust(64, "x") + "\u2026"
+        det.process(failure(n * 0.001, source=source, user=user))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    stats = det.statistics()
+    assert stats["bytes"] <= budget and stats["evicted"] > 0
+    assert used < budget * 1.25, f"accounting says {stats['bytes']} B, allocations {used} B"
+    assert stats["bytes"] > used * 0.6, "the cost constants overstate a source's size"
+
+
+def test_a_restart_that_replays_the_burst_raises_no_second_alert() -> None:
+    """kill -9 after the alert: the agent re-reads up to a second of input on restart.
+    The incident is in the saved state, so the replayed failures raise nothing; a new
+    burst after a quiet window still does."""
+    det = detector(max_failures=5, window=60, success_window=600)
+    burst = [failure(i) for i in range(6)]
+    assert len(feed(det, burst)) == 1
+    assert len(feed(det, [login(10)])) == 1  # BruteForceSuccess
+    saved = det.save_state()
+    again = detector(max_failures=5, window=60, success_window=600)
+    again.restore(saved)
+    assert feed(again, [*burst, login(10)]) == []
+    assert again.statistics()["replayed"] == 2
+    assert len(feed(again, [failure(500 + i) for i in range(5)])) == 1
+    broken = detector()
+    broken.restore({"raised": [["x", "not a time"], "junk", [1, 2]]})  # damaged state
+    assert broken.save_state() == {"raised": []}

@@ -1,3 +1,5 @@
 """Defender on-device security agent."""
 
-__version__ = "0.1.0"
+from defender_agent._version import __version__
+
+__all__ = ["__version__"]

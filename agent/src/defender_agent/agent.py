@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 log = _log.get(__name__)
 
-STATE_SAVE_INTERVAL = 30.0
+# Positions are saved this often (only when they changed), and at once after an alert:
+# a crash (kill -9, power loss) re-reads at most about this much input.
+STATE_SAVE_INTERVAL = 1.0
 OUTPUT_RETRY_INTERVAL = 5.0
 
 
@@ -120,6 +122,9 @@ class Agent:
         """One turn: wait for readiness or a timer, handle them, drain the pipeline."""
         self.loop.run_once(0.0 if len(self.pipeline) else max_wait)
         self.pipeline.drain()
+        if self.pipeline.alerted:
+            self.pipeline.alerted = False
+            self.save_state()  # the incident is remembered before anything else is read
         if self.loop.reopen_requested:
             self.loop.reopen_requested = False
             for section, output in self.pipeline.outputs:

@@ -46,6 +46,7 @@ class Pipeline:
         self.counts: dict[str, Counts] = {}
         self._queue: deque[Record] = deque()
         self._draining = False
+        self.alerted = False  # an alert was written since the agent last looked
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -94,6 +95,7 @@ class Pipeline:
             log.exception("%s failed", section)
             return
         for alert in alerts:
+            self.alerted = True
             self.count(section).emitted += 1
             if alert.observed is None:
                 alert.observed = self.clock.time()

@@ -196,6 +196,17 @@ SCHEMA: tuple[Key, ...] = (
         min=16,
         max=1000000,
     ),
+    Key(
+        "detectors.brute_force",
+        "max_bytes",
+        "int",
+        1048576,
+        "Memory the source table may use; the least recently active source is evicted "
+        "(and counted) beyond it, so no flood of sources or long user names can grow it.",
+        min=65536,
+        max=1 << 30,
+        unit="bytes",
+    ),
     Key("outputs.file", "enabled", "optbool", None, _ENABLED_PLUGIN),
     Key("outputs.file", "path", "str", "", "JSON-lines file; empty = <state_dir>/events.jsonl."),
     Key(

@@ -29,12 +29,19 @@ if TYPE_CHECKING:
 
 NAME = "brute_force"
 MAX_USERS = 16  # users listed in one alert
+# What a tracked source costs in memory, measured with tracemalloc on CPython 3.11:
+# a _Source with its key and list, and each remembered failure (a tuple and its float)
+# without the characters of its user name. Used to keep the table under `max_bytes`.
+COST_SOURCE = 400
+COST_FAILURE = 120
+MAX_RAISED = 256  # incidents remembered (and saved) so a restart never raises one twice
 
 
 class _Source:
-    __slots__ = ("alerted", "burst", "failures", "last_seen", "service", "touched")
+    __slots__ = ("alerted", "burst", "cost", "failures", "last_seen", "service", "touched")
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.cost = COST_SOURCE + len(key)
         self.failures: list[tuple[float, str | None]] = []  # (event time, user), oldest first
         self.alerted = False
         self.burst = 0  # failures since the source was last quiet for a window
@@ -53,6 +60,7 @@ class BruteForceDetector:
         window: float = 60.0,
         success_window: float = 600.0,
         max_sources: int = 4096,
+        max_bytes: int = 1 << 20,
     ) -> None:
         self.ctx = ctx
         self.clock = ctx.clock
@@ -60,8 +68,12 @@ class BruteForceDetector:
         self.window = window
         self.success_window = success_window
         self.max_sources = max_sources
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self._prune_timer: Timer | None = None
+        # "<alert name> <source key>" -> event time of the last alert raised for it
+        self._raised: OrderedDict[str, float] = OrderedDict()
         self.counts = {
             "failures": 0,
             "late": 0,
@@ -69,6 +81,7 @@ class BruteForceDetector:
             "success_alerts": 0,
             "evicted": 0,
             "pruned": 0,
+            "replayed": 0,
         }
 
     # --- plugin contract ----------------------------------------------------------
@@ -81,10 +94,31 @@ class BruteForceDetector:
             self._prune_timer.cancel()
 
     def save_state(self) -> dict[str, Any]:
-        return {}
+        """The incidents already raised: after a crash the agent re-reads up to a second
+        of input, and must not raise their alerts again."""
+        return {"raised": [[key, when] for key, when in self._raised.items()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        raised = state.get("raised")
+        if not isinstance(raised, list):
+            return
+        for item in raised[-MAX_RAISED:]:
+            if (
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and isinstance(item[1], (int, float))
+            ):
+                self._remember(item[0], float(item[1]))
+
+    def _remember(self, incident: str, when: float) -> None:
+        self._raised[incident] = when
+        self._raised.move_to_end(incident)
+        while len(self._raised) > MAX_RAISED:
+            self._raised.popitem(last=False)
 
     def statistics(self) -> dict[str, int]:
-        return {**self.counts, "tracked": len(self._sources)}
+        return {**self.counts, "tracked": len(self._sources), "bytes": self._bytes}
 
     # --- events -------------------------------------------------------------------
     def process(self, record: Record) -> list[Record]:
@@ -103,13 +137,25 @@ class BruteForceDetector:
     def _state(self, key: str) -> _Source:
         state = self._sources.get(key)
         if state is None:
-            state = self._sources[key] = _Source()
-            while len(self._sources) > self.max_sources:
-                self._sources.popitem(last=False)
-                self.counts["evicted"] += 1
+            state = self._sources[key] = _Source(key)
+            self._bytes += state.cost
         else:
             self._sources.move_to_end(key)
         return state
+
+    def _forget(self, key: str) -> None:
+        state = self._sources.pop(key, None)
+        if state is not None:
+            self._bytes -= state.cost
+
+    def _bound(self) -> None:
+        """Evict the least recently active sources beyond max_sources or max_bytes."""
+        while len(self._sources) > 1 and (
+            len(self._sources) > self.max_sources or self._bytes > self.max_bytes
+        ):
+            _key, state = self._sources.popitem(last=False)
+            self._bytes -= state.cost
+            self.counts["evicted"] += 1
 
     def _failure(self, key: str, source: Any, service: str, user: Any, when: float) -> list[Record]:
         self.counts["failures"] += 1
@@ -127,15 +173,29 @@ class BruteForceDetector:
         at = len(failures)
         while at and failures[at - 1][0] > when:  # late records are rare and near the end
             at -= 1
-        failures.insert(at, (when, str(user) if user is not None else None))
+        name = str(user) if user is not None else None
+        failures.insert(at, (when, name))
+        added = COST_FAILURE + (len(name) if name else 0)
+        state.cost += added
+        self._bytes += added
         if len(failures) > self.max_failures:
-            del failures[0]
+            _t, old = failures.pop(0)
+            removed = COST_FAILURE + (len(old) if old else 0)
+            state.cost -= removed
+            self._bytes -= removed
+        self._bound()
         if state.alerted or len(failures) < self.max_failures:
             return []
         first, last = failures[0][0], failures[-1][0]
         if last - first > self.window:
             return []
         state.alerted = True
+        incident = f"BruteForce {key}"
+        raised = self._raised.get(incident)
+        if raised is not None and last <= raised + self.window:
+            self.counts["replayed"] += 1  # raised before a restart: the same incident
+            return []
+        self._remember(incident, last)
         self.counts["alerts"] += 1
         users = sorted({u for _t, u in failures if u is not None})[:MAX_USERS]
         where = source if source else f"local {service}"
@@ -170,10 +230,16 @@ class BruteForceDetector:
         first = before[-self.max_failures]
         if when - first > self.success_window:
             return []
+        incident = f"BruteForceSuccess {key}"
+        raised = self._raised.get(incident)
+        if raised is not None and when <= raised:
+            self.counts["replayed"] += 1
+            return []
+        self._remember(incident, when)
         self.counts["success_alerts"] += 1
         users = sorted({u for _t, u in state.failures if u is not None})[:MAX_USERS]
         count = max(state.burst, len(before))
-        del self._sources[key]  # one success alert per burst
+        self._forget(key)  # one success alert per burst
         where = source if source else f"local {service}"
         return [
             Record(
@@ -202,18 +268,21 @@ class BruteForceDetector:
         idle = self.clock.monotonic() - max(self.window, self.success_window)
         stale = [key for key, state in self._sources.items() if state.touched < idle]
         for key in stale:
-            del self._sources[key]
+            self._forget(key)
         self.counts["pruned"] += len(stale)
 
 
 def create(ctx: Context, section: dict[str, Any], state: dict[str, Any]) -> BruteForceDetector:
-    return BruteForceDetector(
+    detector = BruteForceDetector(
         ctx,
         max_failures=int(section["max_failures"]),
         window=float(section["window"]),
         success_window=float(section["success_window"]),
         max_sources=int(section["max_sources"]),
+        max_bytes=int(section["max_bytes"]),
     )
+    detector.restore(state)
+    return detector
 
 
 def describe(section: dict[str, Any]) -> list[str]:

@@ -22,46 +22,49 @@ _DROPBEAR_PROGRAMS = frozenset({"dropbear"})
 _LOGIN_PROGRAMS = frozenset({"login"})
 
 _USER = r"(?P<user>.*?)"
-_ADDR = r"(?P<source>[0-9A-Fa-f:.]+|\S+?)"
+_ADDR = r"(?P<source>[0-9A-Fa-f:.]{1,64}|\S{1,255}?)"
 
 # OpenSSH: message (after "error: " / " [preauth]" are stripped) -> kind
 _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "failed",
         re.compile(
-            rf"Failed (?P<method>\S+) for (?P<invalid>invalid user )?{_USER} from {_ADDR} "
-            r"port (?P<port>\d+)(?: ssh\d?)?(?::.*)?$"
+            rf"Failed (?P<method>\S{{1,64}}) for (?P<invalid>invalid user )?{_USER} from {_ADDR} "
+            r"port (?P<port>\d{1,5})(?: ssh\d?)?(?::.*)?$"
         ),
     ),
     (
         "accepted",
         re.compile(
-            rf"Accepted (?P<method>\S+) for {_USER} from {_ADDR} port (?P<port>\d+)"
+            rf"Accepted (?P<method>\S{{1,64}}) for {_USER} from {_ADDR} port (?P<port>\d{{1,5}})"
             r"(?: ssh\d?)?(?::.*)?$"
         ),
     ),
-    ("invalid-user", re.compile(rf"Invalid user {_USER} from {_ADDR}(?: port (?P<port>\d+))?$")),
+    (
+        "invalid-user",
+        re.compile(rf"Invalid user {_USER} from {_ADDR}(?: port (?P<port>\d{{1,5}}))?$"),
+    ),
     (
         "preauth-close",
         re.compile(
             rf"Connection (?:closed|reset) by (?:authenticating|invalid) user {_USER} {_ADDR} "
-            r"port (?P<port>\d+)$"
+            r"port (?P<port>\d{1,5})$"
         ),
     ),
     (
         "max-attempts",
         re.compile(
             rf"maximum authentication attempts exceeded for (?P<invalid>invalid user )?{_USER} "
-            rf"from {_ADDR} port (?P<port>\d+)(?: ssh\d?)?$"
+            rf"from {_ADDR} port (?P<port>\d{{1,5}})(?: ssh\d?)?$"
         ),
     ),
-    ("logout", re.compile(rf"Disconnected from user {_USER} {_ADDR} port (?P<port>\d+)$")),
+    ("logout", re.compile(rf"Disconnected from user {_USER} {_ADDR} port (?P<port>\d{{1,5}})$")),
     ("logout", re.compile(r"pam_unix\(sshd:session\): session closed for user (?P<user>\S+)$")),
     ("ignored", re.compile(r"pam_unix\(sshd:auth\)")),
 )
 
 # Dropbear writes "<ip>:<port>" and, in exit messages, "<<ip>:<port>>"; IPv6 too.
-_DB_ADDR = r"(?P<source>[^\s<>]+):(?P<port>\d+)"
+_DB_ADDR = r"(?P<source>[^\s<>]{1,255}):(?P<port>\d{1,5})"
 _DROPBEAR: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("failed", re.compile(rf"Bad (?:PAM )?password attempt for '{_USER}' from {_DB_ADDR}$")),
     ("failed", re.compile(rf"Login attempt for nonexistent user(?: '{_USER}')? from {_DB_ADDR}$")),
@@ -70,7 +73,7 @@ _DROPBEAR: tuple[tuple[str, re.Pattern[str]], ...] = (
         "accepted",
         re.compile(
             rf"(?P<method>Password|Pubkey) auth succeeded for '{_USER}'"
-            rf"(?: with .*?)? from {_DB_ADDR}$"
+            rf"(?: with \S{{1,64}} key(?: \S{{1,160}}){{1,2}})? from {_DB_ADDR}$"
         ),
     ),
     ("accepted", re.compile(rf"Auth succeeded with blank password for '{_USER}' from {_DB_ADDR}$")),
@@ -78,7 +81,7 @@ _DROPBEAR: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "exit-before-auth",
         re.compile(
-            rf"Exit before auth from <{_DB_ADDR}>: (?:\(user '{_USER}', (?P<fails>\d+) fails\): )?"
+            rf"Exit before auth from <{_DB_ADDR}>: (?:\(user '{_USER}', (?P<fails>\d{{1,6}}) fails\): )?"
             r"(?P<reason>.*)$"
         ),
     ),
@@ -175,6 +178,19 @@ def parse_line(line: str, now: float) -> ParseResult:
     return fact._replace(time=framed.time)
 
 
+MAX_USER = 64  # user names are attacker-chosen: longer ones are cut (and marked)
+MAX_HOST = 255  # a DNS name's limit
+MAX_TTY = 64
+TRUNCATED = "\u2026"  # what ends a cut field
+
+
+def cap(text: str | None, limit: int) -> str | None:
+    """An attacker-chosen field, at most `limit` characters (+ the mark when cut)."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + TRUNCATED
+
+
 def parse_message(
     msg: str,
     service: str,
@@ -201,11 +217,11 @@ def parse_message(
         return AuthFact(
             kind=kind,
             service=service,
-            user=groups.get("user"),
-            source=groups.get("source") or None,
+            user=cap(groups.get("user"), MAX_USER),
+            source=cap(groups.get("source"), MAX_HOST) or None,
             port=int(port) if port and len(port) <= 5 else None,
             pid=pid,
-            tty=groups.get("tty") or None,
+            tty=cap(groups.get("tty"), MAX_TTY) or None,
             method=method.lower() if method else None,
             invalid_user=bool(groups.get("invalid")),
             fails=int(fails) if fails and len(fails) <= 6 else None,
