@@ -81,8 +81,8 @@ _DROPBEAR: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "exit-before-auth",
         re.compile(
-            rf"Exit before auth from <{_DB_ADDR}>: (?:\(user '{_USER}', (?P<fails>\d{{1,6}}) fails\): )?"
-            r"(?P<reason>.*)$"
+            rf"Exit before auth from <{_DB_ADDR}>: "
+            rf"(?:\(user '{_USER}', (?P<fails>\d{{1,6}}) fails\): )?(?P<reason>.*)$"
         ),
     ),
     ("logout", re.compile(rf"Exit \({_USER}\) from <{_DB_ADDR}>: .*$")),
