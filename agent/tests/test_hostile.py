@@ -8,8 +8,13 @@ bound, no line is lost or alert raised twice.
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 try:
     import re._parser as sre_parse  # type: ignore[import-not-found,unused-ignore]
@@ -18,7 +23,10 @@ except ImportError:  # Python < 3.11
 
 import pytest
 
+from defender_agent import config, safefs, state
 from defender_agent.collectors.common import authlog, syslog
+from defender_agent.model import Record
+from defender_agent.outputs.file import FileOutput
 
 LINE = 8192  # the follower's cap: no line the patterns see is longer
 BUDGET_S = 0.01  # per 8 KiB line; the quadratic Dropbear pattern took ~100 ms here
@@ -127,3 +135,142 @@ def test_attacker_fields_are_capped_when_parsed() -> None:
     assert isinstance(fact, authlog.AuthFact)
     assert fact.user == "A" * authlog.MAX_USER + authlog.TRUNCATED
     assert (fact.source, fact.port) == ("203.0.113.7", 4242)  # still counted, still located
+
+
+# --- symlinks, permissions and odd files: the agent is not turned against its device --
+
+
+def _decoy(tmp_path: Path) -> Path:
+    decoy = tmp_path / "decoy"
+    decoy.write_text("precious\n")
+    decoy.chmod(0o4755)
+    return decoy
+
+
+def _untouched(decoy: Path) -> bool:
+    return decoy.read_text() == "precious\n" and stat.S_IMODE(decoy.stat().st_mode) == 0o4755
+
+
+def test_symlink_planted_at_the_events_file_is_not_followed(tmp_path: Path) -> None:
+    states = tmp_path / "state"
+    states.mkdir(mode=0o700)
+    decoy = _decoy(tmp_path)
+    (states / "events.jsonl").symlink_to(decoy)
+    out = FileOutput(str(states / "events.jsonl"), max_bytes=4096, backups=0)
+    out.start()
+    for n in range(50):  # enough to rotate (truncate) if it were writing
+        out.write(Record("event", {"n": n}), f'{{"n": {n}}}')
+    out.retry()
+    out.stop()
+    assert _untouched(decoy)
+    assert out.counts["errors"] > 0 and out.counts["written"] == 0
+
+
+def test_symlink_planted_at_the_state_temporary_is_not_followed(tmp_path: Path) -> None:
+    states = tmp_path / "state"
+    states.mkdir(mode=0o700)
+    decoy = _decoy(tmp_path)
+    (states / "state.json.tmp").symlink_to(decoy)
+    store = state.StateStore(str(states))
+    assert store.save({"collectors.login": {"files": {}}})
+    assert _untouched(decoy)
+    assert not (states / "state.json.tmp").exists()
+    assert (states / "state.json").read_text() == '{"collectors.login":{"files":{}}}'
+
+
+def test_an_existing_events_file_keeps_its_mode(tmp_path: Path) -> None:
+    states = tmp_path / "state"
+    states.mkdir(mode=0o700)
+    events = states / "events.jsonl"
+    events.write_text("")
+    events.chmod(0o600)  # the operator chose this: the agent never chmods what it did not make
+    out = FileOutput(str(events))
+    out.start()
+    out.write(Record("event", {}), "{}")
+    out.stop()
+    assert stat.S_IMODE(events.stat().st_mode) == 0o600 and events.read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o757])
+def test_a_state_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    states = tmp_path / "state"
+    states.mkdir()
+    states.chmod(mode)
+    with pytest.raises(safefs.UnsafePathError, match="writable by others"):
+        safefs.check_dir(str(states))
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    with pytest.raises(safefs.UnsafePathError, match="symbolic link"):
+        safefs.check_dir(str(link))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    src = str(Path(safefs.__file__).resolve().parents[1])
+    return subprocess.run(
+        [sys.executable, "-m", "defender_agent", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": src},
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_config_anyone_can_write_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[outputs.file]\npath = "{tmp_path}/anywhere.jsonl"\n')
+    cfg.chmod(0o666)
+    res = _cli("check", "--config", str(cfg))
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        f"{cfg}: refusing a file writable by others (mode 0666): it says what the agent writes"
+    )
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory"])
+def test_a_config_that_is_not_a_file_is_one_clear_error(tmp_path: Path, kind: str) -> None:
+    path = {"dev-zero": "/dev/zero", "fifo": str(tmp_path / "fifo"), "directory": str(tmp_path)}
+    if kind == "fifo":
+        os.mkfifo(path[kind])
+    res = _cli("check", "--config", path[kind])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"{path[kind]}: is not a regular file"
+
+
+def test_a_nul_in_a_path_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match=r"agent.state_dir: must not contain a NUL"):
+        config.validate({"agent": {"state_dir": "/var/lib/x\0y"}}, "agent.toml")
+
+
+def test_escape_sequences_in_user_names_are_not_sent_to_the_terminal(tmp_path: Path) -> None:
+    states = tmp_path / "state"
+    states.mkdir(mode=0o700)
+    hostile = "root\x1b]0;pwned\x07\x1b[2J\n"
+    alert = Record(
+        "alert",
+        {"name": "BruteForce", "severity": "low", "source": "192.0.2.1", "description": hostile},
+        1.0,
+        1.0,
+    )
+    (states / "events.jsonl").write_text(alert.to_json("d") + "\n")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{states}"\n')
+    res = _cli("alerts", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+    assert "root\\x1b]0;pwned\\x07\\x1b[2J\\x0a" in res.stdout
+
+
+def test_a_deleted_state_directory_is_noticed_and_recreated(tmp_path: Path) -> None:
+    states = tmp_path / "state"
+    out = FileOutput(str(states / "events.jsonl"))
+    out.start()
+    out.write(Record("event", {"n": 1}), '{"n": 1}')
+    for child in states.iterdir():
+        child.unlink()
+    states.rmdir()
+    out.retry()  # the agent's 5-second timer
+    out.write(Record("event", {"n": 2}), '{"n": 2}')
+    out.stop()
+    assert (states / "events.jsonl").read_text() == '{"n": 2}\n'
+    assert out.counts["reopened"] == 1

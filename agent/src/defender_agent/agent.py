@@ -180,9 +180,10 @@ class Agent:
 
 def build(cfg: Config, clock: Clock | None = None, stdout: bool = False) -> Agent:
     """Wire every enabled plugin of the three registries from a validated config."""
+    from defender_agent import safefs
     from defender_agent.state import StateStore
 
-    os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)
+    safefs.check_dir(cfg.state_dir)
     agent = Agent(cfg.device_id(), clock)
     store = StateStore(cfg.state_dir)
     store.load()

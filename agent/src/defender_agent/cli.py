@@ -51,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         agent = agent_mod.build(cfg, stdout=args.stdout)
     except OSError as exc:
-        raise UserError(f"{cfg.state_dir}: cannot use state directory: {exc.strerror}") from None
+        where = exc.filename or cfg.state_dir
+        raise UserError(f"{where}: cannot use it: {exc.strerror or exc}") from None
     if not agent.collectors:
         log.warning("no collector is enabled; only heartbeats will be written")
     settings = cfg.section("agent")
@@ -155,22 +156,29 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if not alerts:
         print("no alerts")
         return EXIT_OK
-    rows = [("TIME", "SEVERITY", "NAME", "SOURCE", "SUMMARY")]
+    rows = [["TIME", "SEVERITY", "NAME", "SOURCE", "SUMMARY"]]
     for rec in alerts:
         p = rec.get("payload") or {}
-        rows.append(
-            (
-                str(rec.get("time", "")),
-                str(p.get("severity", "")),
-                str(p.get("name", "")),
-                str(p.get("source") or "-"),
-                str(p.get("description", "")),
-            )
-        )
+        fields = (rec.get("time", ""), p.get("severity", ""), p.get("name", ""))
+        rest = (p.get("source") or "-", p.get("description", ""))
+        rows.append([printable(str(cell)) for cell in (*fields, *rest)])
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
     return EXIT_OK
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Attacker-chosen text (user names) for a terminal: control characters, escape
+    sequences included, are shown as \\xNN instead of being sent to the terminal."""
+    out = []
+    for ch in text[:limit]:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out) + ("..." if len(text) > limit else "")
 
 
 def cmd_version(_args: argparse.Namespace) -> int:

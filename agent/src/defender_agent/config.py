@@ -14,6 +14,8 @@ TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs 
 if TYPE_CHECKING:
     from typing import Any
 
+MAX_CONFIG_BYTES = 1 << 20  # agent.toml is a few KiB; /dev/zero or a FIFO must not hang us
+
 __all__ = ["DEFAULT_PATH", "DEFAULT_STATE_DIR", "Config", "ConfigError", "load", "validate"]
 
 
@@ -86,6 +88,8 @@ def _check_value(key: Key, value: Any) -> Any:
     elif kind == "str":
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {_show(value)}")
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
         return value
     elif kind == "enum":
         if isinstance(value, int) and not isinstance(value, bool):
@@ -96,6 +100,8 @@ def _check_value(key: Key, value: Any) -> Any:
     elif kind == "list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected a list of strings, got {_show(value)}")
+        if any("\0" in v for v in value):
+            raise ValueError("must not contain a NUL character")
         return list(value)
     if key.min is not None and value < key.min:
         raise ValueError(f"{value} is below the minimum {_num(key.min)}")
@@ -222,13 +228,16 @@ def load(path: str | None, available: dict[str, tuple[str, ...]] | None = None) 
     """Load PATH (explicit: must exist) or the default path (missing: defaults)."""
     explicit = path is not None
     target = path if path is not None else DEFAULT_PATH
+    from defender_agent import safefs
+
     try:
-        with open(target, "rb") as fh:
-            raw = fh.read()
+        raw = safefs.read_small(target, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{target}: file not found") from None
         return validate({}, target, available, from_file=False)
+    except safefs.UnsafePathError as exc:
+        raise ConfigError(f"{target}: {exc.strerror}") from None
     except OSError as exc:
         raise ConfigError(f"{target}: cannot read: {exc.strerror}") from None
     try:

@@ -6,6 +6,7 @@ import json
 import os
 
 from defender_agent import log as _log
+from defender_agent import safefs
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ class StateStore:
 
     def load(self) -> dict[str, Any]:
         try:
-            with open(self.path, encoding="utf-8") as fh:
+            fd = os.open(self.path, os.O_RDONLY | safefs.OPEN_FLAGS)
+            with os.fdopen(fd, encoding="utf-8") as fh:
                 data = json.load(fh)
         except FileNotFoundError:
             data = {}
@@ -48,19 +50,9 @@ class StateStore:
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         if text == self._last_saved:
             return True
-        tmp = self.path + ".tmp"
         try:
-            os.makedirs(os.path.dirname(self.path), mode=0o750, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                raw = text.encode()
-                done = 0
-                while done < len(raw):  # write(2) may write less than asked
-                    done += os.write(fd, raw[done:])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            safefs.check_dir(os.path.dirname(self.path))  # it may have been deleted
+            safefs.write_atomic(self.path, text.encode())
         except OSError as exc:
             log.warning("cannot save state %s: %s", self.path, exc.strerror or exc)
             return False

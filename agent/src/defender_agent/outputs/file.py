@@ -12,6 +12,7 @@ import os
 from collections import deque
 
 from defender_agent import log as _log
+from defender_agent import safefs
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -66,25 +67,24 @@ class FileOutput:
         return {**self.counts, "backlog": len(self.backlog)}
 
     def _open(self) -> None:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, mode=0o750, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        st = os.fstat(fd)
-        if st.st_mode & 0o777 != FILE_MODE:
-            os.fchmod(fd, FILE_MODE)
-        self.fd, self.size = fd, st.st_size
+        """Open (or create) the file inside a directory only the agent can change; a
+        symlink planted at the path makes this fail instead of redirecting the writes."""
+        safefs.check_dir(os.path.dirname(self.path) or ".")
+        fd = safefs.open_append(self.path, FILE_MODE)
+        self.fd, self.size = fd, os.fstat(fd).st_size
 
     def _rotate(self) -> None:
-        self._close_fd()
         if self.backups == 0:
-            os.truncate(self.path, 0)
-        else:
-            for n in range(self.backups - 1, 0, -1):
-                src = f"{self.path}.{n}"
-                if os.path.exists(src):
-                    os.replace(src, f"{self.path}.{n + 1}")
-            os.replace(self.path, f"{self.path}.1")
+            os.ftruncate(self.fd, 0)  # our descriptor: a path could have been swapped
+            self.size = 0
+            self.counts["rotations"] += 1
+            return
+        self._close_fd()
+        for n in range(self.backups - 1, 0, -1):
+            src = f"{self.path}.{n}"
+            if os.path.lexists(src):
+                os.replace(src, f"{self.path}.{n + 1}")  # renames entries, follows nothing
+        os.replace(self.path, f"{self.path}.1")
         self.counts["rotations"] += 1
         self._open()
 
@@ -160,8 +160,27 @@ class FileOutput:
             log.warning("writing %s again", self.path)
 
     def retry(self) -> None:
+        """Every few seconds: catch up a backlog, and notice the file (or the whole state
+        directory) was removed under us, so records never go to a deleted file."""
+        if self.fd >= 0 and not self._still_ours():
+            log.warning("%s was removed or replaced; writing a new one", self.path)
+            self.counts["reopened"] = self.counts.get("reopened", 0) + 1
+            self._close_fd()
         if self.backlog:
             self._flush_backlog()
+        elif self.fd < 0:
+            try:
+                self._open()
+            except OSError as exc:
+                self._failed(exc)
+
+    def _still_ours(self) -> bool:
+        try:
+            st = os.lstat(self.path)
+            mine = os.fstat(self.fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
     def reopen(self) -> None:
         """SIGHUP: an external logrotate moved the file; start a new one."""
