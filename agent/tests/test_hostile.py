@@ -274,3 +274,161 @@ def test_a_deleted_state_directory_is_noticed_and_recreated(tmp_path: Path) -> N
     out.stop()
     assert (states / "events.jsonl").read_text() == '{"n": 2}\n'
     assert out.counts["reopened"] == 1
+
+
+# --- the whole agent, as a process, under a flood and a kill -9 -----------------------
+
+
+def _config(tmp_path: Path, **login: object) -> Path:
+    cfg = tmp_path / "agent.toml"
+    lines = [
+        "[agent]",
+        f'state_dir = "{tmp_path / "state"}"',
+        "[collectors.login]",
+        f'auth_logs = ["{tmp_path / "auth.log"}"]',
+        'wtmp = ""',
+        'btmp = ""',
+        *(f"{k} = {v}" for k, v in login.items()),
+        "[collectors.sysinfo]",
+        "enabled = false",
+        "[outputs.file]",
+        "max_bytes = 1073741824",
+    ]
+    cfg.write_text("\n".join(lines) + "\n")
+    (tmp_path / "auth.log").write_text("")
+    return cfg
+
+
+def _start(cfg: Path, events: Path) -> subprocess.Popen[str]:
+    src = str(Path(safefs.__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "defender_agent", "run", "--config", str(cfg)],
+        env={**os.environ, "PYTHONPATH": src},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (events.exists() and events.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
+def _count(events: Path, needle: str) -> int:
+    if not events.exists():
+        return 0
+    with open(events, "rb") as fh:
+        return sum(needle.encode() in line for line in fh)
+
+
+def _wait_for(events: Path, needle: str, n: int, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    got = _count(events, needle)
+    while got < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+        got = _count(events, needle)
+    return got
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as fh:
+        fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    return {k: int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM")}
+
+
+RSS_CEILING_KIB = 32 * 1024
+
+
+def test_a_flood_of_long_user_names_from_many_sources_stays_small(tmp_path: Path) -> None:
+    """20,480 failures from 4,096 sources with 7,000-character user names (it grew the
+    agent from 14 to 162 MB once): every failure becomes an event, memory stays small."""
+    cfg = _config(tmp_path)
+    events = tmp_path / "state" / "events.jsonl"
+    proc = _start(cfg, events)
+    try:
+        with open(tmp_path / "auth.log", "a") as log:
+            for n in range(20480):
+                user = f"{n:05d}".ljust(7000, "A")
+                source = f"198.51.{n % 4096 >> 8}.{n % 256}"
+                log.write(
+                    f"2026-11-27T08:00:{n % 60:02d}.000000+00:00 gw sshd[{1000 + n}]: "
+                    f"Failed password for invalid user {user} from {source} port 4{n % 9999} ssh2\n"
+                )
+        got = _wait_for(events, '"login-failed"', 20480, 120)
+        memory = _memory_kib(proc.pid)
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert got == 20480, err[-2000:]
+    print(f"\nflood: VmHWM {memory['VmHWM']} KiB, VmRSS {memory['VmRSS']} KiB")
+    assert memory["VmHWM"] < RSS_CEILING_KIB, memory
+
+
+def _failures(first: int, count: int, burst_at: int | None = None) -> str:
+    """Failed logins each from its own source (no burst), numbered by pid; at `burst_at`,
+    six from one source (one BruteForce)."""
+    lines = []
+    for n in range(first, first + count):
+        source = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        if burst_at is not None and burst_at <= n < burst_at + 6:
+            source = "203.0.113.66"
+        lines.append(
+            f"2026-11-27T08:{n // 1000 % 60:02d}:{n % 60:02d}.000000+00:00 gw sshd[{n}]: "
+            f"Failed password for root from {source} port 22 ssh2\n"
+        )
+    return "".join(lines)
+
+
+def _pids(events: Path) -> list[int]:
+    import json
+
+    out = []
+    with open(events) as fh:
+        for line in fh:
+            if '"login-failed"' in line:
+                out.append(json.loads(line)["payload"]["pid"])
+    return out
+
+
+def test_kill_9_mid_read_loses_nothing_and_raises_no_second_alert(tmp_path: Path) -> None:
+    """60,000 failures (one burst among them), the agent killed with SIGKILL halfway
+    through reading them, then started again: every failure arrives, at most about a
+    second of input is read twice, and the burst's alert is raised once."""
+    cfg = _config(tmp_path)
+    events = tmp_path / "state" / "events.jsonl"
+    proc = _start(cfg, events)
+    started = time.monotonic()
+    (tmp_path / "auth.log").write_text(_failures(0, 60000, burst_at=20000))
+    done = _wait_for(events, '"login-failed"', 30000, 60)
+    per_second = done / (time.monotonic() - started)
+    proc.kill()
+    proc.communicate(timeout=30)
+    proc = _start(cfg, events)
+    try:
+        _wait_for(events, '"login-failed"', 60000, 120)
+        time.sleep(1.5)  # a duplicate alert, if any, would be written by now
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    pids = _pids(events)
+    assert set(pids) == set(range(60000)), "failures lost across the kill"
+    replayed = len(pids) - 60000
+    print(f"\nkill -9: {replayed} of 60000 events read twice ({per_second:.0f} events/s)")
+    assert replayed <= 2 * per_second  # positions are saved every second
+    assert _count(events, '"BruteForce"') == 1
+
+
+def test_kill_9_before_the_first_periodic_save_loses_nothing(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    events = tmp_path / "state" / "events.jsonl"
+    proc = _start(cfg, events)
+    with open(tmp_path / "auth.log", "a") as log:
+        log.write(_failures(0, 200))
+    proc.kill()  # within milliseconds of the lines, before any periodic save
+    proc.communicate(timeout=30)
+    proc = _start(cfg, events)
+    try:
+        _wait_for(events, '"login-failed"', 200, 30)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert set(_pids(events)) == set(range(200))

@@ -117,6 +117,7 @@ class Agent:
         for kind in reversed(KINDS):
             for section, plugin in self.plugins[kind]:
                 self.loop.call(section, plugin.start)
+        self.save_state()  # the starting positions: a crash before the next save loses nothing
 
     def run_once(self, max_wait: float | None = None) -> None:
         """One turn: wait for readiness or a timer, handle them, drain the pipeline."""
