@@ -126,6 +126,12 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def _key(word: str) -> str:
+    """A name from the file, fit for a one-line message: quoted when it is not plain."""
+    plain = word and all(c.isalnum() or c in "_-" for c in word) and word.isascii()
+    return word if plain else repr(word[:60])
+
+
 def _suggest(word: str, options: list[str]) -> str:
     import difflib  # only on the error path
 
@@ -139,7 +145,7 @@ def _flatten(data: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
     known_tops = sorted({s.split(".")[0] for s in SECTIONS})
     for top, table in data.items():
         if top not in known_tops:
-            raise ConfigError(f"{path}: {top}: unknown section{_suggest(top, known_tops)}")
+            raise ConfigError(f"{path}: {_key(top)}: unknown section{_suggest(top, known_tops)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {top}: expected a table, got {_show(table)}")
         if top == "agent":
@@ -151,7 +157,7 @@ def _flatten(data: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
             if sub not in subs:
                 kind = top.rstrip("s")
                 raise ConfigError(
-                    f"{path}: {name}: unknown {kind}{_suggest(sub, subs)}"
+                    f"{path}: {top}.{_key(sub)}: unknown {kind}{_suggest(sub, subs)}"
                     f" (known: {', '.join(subs)})"
                 )
             if not isinstance(subtable, dict):
@@ -182,7 +188,7 @@ def validate(
         for name, raw in table.items():
             if name not in keys:
                 raise ConfigError(
-                    f"{path}: {section}.{name}: unknown key{_suggest(name, sorted(keys))}"
+                    f"{path}: {section}.{_key(name)}: unknown key{_suggest(name, sorted(keys))}"
                 )
             try:
                 values[section][name] = _check_value(keys[name], raw)
