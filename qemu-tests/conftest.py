@@ -1,10 +1,12 @@
 """One guest per image profile: the agent's .deb in a quick Debian image.
 
 The package and images are built through the same functions as `defender-tools
-demo` (and cached by their inputs). Every test runs once per profile
-(`standard`: systemd + OpenSSH, `embedded`: sysvinit + Dropbear); each image is
-booted once, and every test gets it with the root SSH session already open, so
-reading alerts never counts as a new login from the attacker's address.
+demo` (and cached by their inputs); DEFENDER_AGENT_DEB=path/to/agent.deb uses that
+prebuilt package instead of building one from the working tree. Every test runs
+once per profile (`standard`: systemd + OpenSSH, `embedded`: sysvinit + Dropbear);
+each image is booted once, and every test gets it with the root SSH session
+already open, so reading alerts never counts as a new login from the attacker's
+address.
 """
 
 from __future__ import annotations
@@ -14,19 +16,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from defender_tools import guest_agent
 from defender_tools.agent_package import build_agent_deb
-from defender_tools.demo import wait_for_service
 from defender_tools.images.debian import PROFILES, ImageResult, Profile, build_image, image_dir_name
 from defender_tools.qemu_runner import Guest
+from defender_tools.scenarios.checks import service_active
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("DEFENDER_BUILD_DIR", ROOT / "build"))
+AGENT_DEB_ENV = "DEFENDER_AGENT_DEB"
 
 
 @pytest.fixture(scope="session")
 def agent_deb() -> Path:
-    """The agent package, built once for every image (byte-identical when sources are)."""
-    return build_agent_deb(BUILD / "dist")
+    """The agent package: $DEFENDER_AGENT_DEB when set, else built once from the working
+    tree for every image (byte-identical when the sources are)."""
+    prebuilt = os.environ.get(AGENT_DEB_ENV, "").strip()
+    if not prebuilt:
+        return build_agent_deb(BUILD / "dist")
+    path = Path(prebuilt).resolve()
+    if not path.is_file():
+        pytest.fail(f"{AGENT_DEB_ENV}={prebuilt}: no such file")
+    return path
 
 
 @pytest.fixture(scope="session", params=list(PROFILES), ids=list(PROFILES))
@@ -52,8 +63,8 @@ def guest(image: ImageResult, profile: Profile) -> Iterator[Guest]:
     log = BUILD / f"qemu-tests-{profile.name}.serial.log"
     with Guest(image.conf, serial_log=log) as booted:
         print(f"\n{profile.name}: boot to SSH {booted.boot_seconds} s ({booted.accel})")
-        state = wait_for_service(booted)
-        assert state == "active", f"{profile.name}: the agent service is {state} after boot"
+        active = service_active(guest_agent.wait_for_service(booted))
+        assert active.passed, f"{profile.name} after boot: {active.line()}"
         try:
             yield booted
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from defender_tools import guest_agent
 from defender_tools.qemu_runner import Guest
+from defender_tools.scenarios.checks import service_active
 
 RSS_CEILING_MIB = 32.0
 
@@ -12,7 +13,8 @@ pytestmark = [pytest.mark.qemu, pytest.mark.timeout(1200)]
 
 
 def test_agent_service_is_active_and_small(guest: Guest) -> None:
-    assert guest_agent.service_state(guest) == "active"
+    active = service_active(guest_agent.service_state(guest))
+    assert active.passed, active.line()
 
     memory = guest_agent.agent_memory(guest)
 

@@ -34,3 +34,30 @@ def test_named_filters_by_payload_name() -> None:
 def test_garbage_is_an_error() -> None:
     with pytest.raises(ValueError):
         guest_agent.parse_records("Traceback (most recent call last):")
+
+
+class _AlertsGuest:
+    """`defender-agent alerts --json` answers from a script: one list of alerts per call."""
+
+    def __init__(self, answers: list[list[dict[str, object]]]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def ssh(self, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
+        assert command == "defender-agent alerts --json"
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        return 0, "".join(json.dumps(r) + "\n" for r in answer), ""
+
+
+def test_wait_for_alert_returns_the_first_new_one() -> None:
+    second = {**ALERT, "time": "2026-11-27T08:05:00.000Z"}
+    guest = _AlertsGuest([[ALERT], [ALERT], [ALERT, second]])
+    alert, seen = guest_agent.wait_for_alert(guest, "BruteForce", interval=0, known=1)  # type: ignore[arg-type]
+    assert alert == second and seen > 0 and guest.calls == 3
+
+
+def test_wait_for_alert_gives_none_after_the_timeout() -> None:
+    guest = _AlertsGuest([[ALERT]])
+    alert, seen = guest_agent.wait_for_alert(guest, "BruteForce", timeout=0, interval=0, known=1)  # type: ignore[arg-type]
+    assert (alert, seen) == (None, 0.0)

@@ -9,6 +9,7 @@ import pytest
 
 from defender_tools.errors import UserError
 from defender_tools.images import debian
+from defender_tools.images.debian import kernel, steps
 
 DEB822 = """Types: deb
 # http://snapshot.example/archive/debian/20250520T000000Z
@@ -142,7 +143,7 @@ def test_module_closure_follows_modules_dep(tmp_path: Path) -> None:
         "kernel/drivers/net/dummy.ko.xz:\n"
         "kernel/drivers/net/unrelated.ko:\n"
     )
-    assert debian._module_closure(dep, ["virtio_net", "dummy", "built_in_thing"]) == [
+    assert kernel.module_closure(dep, ["virtio_net", "dummy", "built_in_thing"]) == [
         "kernel/drivers/net/dummy.ko.xz",
         "kernel/drivers/net/net_failover.ko",
         "kernel/drivers/net/virtio_net.ko",
@@ -153,14 +154,14 @@ def test_module_closure_follows_modules_dep(tmp_path: Path) -> None:
 def test_scratch_dir_is_removed_when_nothing_is_mounted(tmp_path: Path) -> None:
     work = tmp_path / ".img-work"
     (work / "rootfs" / "etc").mkdir(parents=True)
-    assert debian._mounts_under(work) == []
-    debian._remove_work_dir(work)
+    assert steps.mounts_under(work) == []
+    steps.remove_work_dir(work)
     assert not work.exists()
 
 
 def test_mount_points_are_found_by_prefix() -> None:
-    assert "/proc" in debian._mounts_under(Path("/proc"))
-    assert debian._mounts_under(Path("/proc/does-not-exist")) == []
+    assert "/proc" in steps.mounts_under(Path("/proc"))
+    assert steps.mounts_under(Path("/proc/does-not-exist")) == []
 
 
 def test_profile_is_part_of_the_cache_key(tmp_path: Path) -> None:

@@ -22,6 +22,12 @@ if [ -d /run/systemd/system ]; then systemctl is-active {SERVICE}; exit 0; fi
 if {INIT_SCRIPT} status >/dev/null 2>&1; then echo active; else echo inactive; fi
 """
 
+# The same detection, to start or stop the service ({action} is filled in per call).
+_CONTROL_SCRIPT = f"""
+if [ -d /run/systemd/system ]; then exec systemctl {{action}} {SERVICE}; fi
+exec {INIT_SCRIPT} {{action}}
+"""
+
 _MEMORY_SCRIPT = f"""
 pid=""
 if [ -d /run/systemd/system ]; then
@@ -92,16 +98,17 @@ def named(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 
 def wait_for_alert(
-    guest: Guest, name: str, timeout: float = 30.0, interval: float = 0.25
-) -> tuple[dict[str, Any], float]:
-    """Poll until an alert NAME exists; return it and the host time it was first seen."""
+    guest: Guest, name: str, timeout: float = 30.0, interval: float = 0.25, known: int = 0
+) -> tuple[dict[str, Any] | None, float]:
+    """Poll until there are more than KNOWN alerts NAME; return the first new one and the
+    host time it was first seen, or (None, 0.0) when none came within TIMEOUT."""
     deadline = time.monotonic() + timeout
     while True:
         found = named(alerts(guest), name)
-        if found:
-            return found[0], time.time()
+        if len(found) > known:
+            return found[known], time.time()
         if time.monotonic() > deadline:
-            raise GuestError(f"no {name} alert within {timeout:.0f} s")
+            return None, 0.0
         time.sleep(interval)
 
 
@@ -109,6 +116,36 @@ def service_state(guest: Guest) -> str:
     """The agent service's state: systemd's ActiveState, or active/inactive under sysvinit."""
     _rc, out, _err = guest.ssh(_STATE_SCRIPT)
     return out.strip()
+
+
+def wait_for_service(guest: Guest, timeout: float = 60.0, want: str = "active") -> str:
+    """Poll the service until it is WANT (the agent must follow the logs before an attack)."""
+    deadline = time.monotonic() + timeout
+    state = service_state(guest)
+    while state != want and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = service_state(guest)
+    return state
+
+
+def _control_service(guest: Guest, action: str) -> None:
+    guest.run(_CONTROL_SCRIPT.format(action=action))
+
+
+def stop_service(guest: Guest) -> None:
+    """`systemctl stop` under systemd, the init script's `stop` under sysvinit."""
+    _control_service(guest, "stop")
+
+
+def start_service(guest: Guest) -> None:
+    """`systemctl start` under systemd, the init script's `start` under sysvinit."""
+    _control_service(guest, "start")
+
+
+def user_exists(guest: Guest, user: str) -> bool:
+    """Whether USER has an account in the guest (SSH servers log unknown users differently)."""
+    rc, _out, _err = guest.ssh(f"id -u {shlex.quote(user)}")
+    return rc == 0
 
 
 def agent_memory(guest: Guest) -> AgentMemory:

@@ -1,1 +1,20 @@
-"""Attack scenarios run from the host against a booted guest."""
+"""Attack scenarios run from the host against a booted guest.
+
+`base` defines Check, ScenarioResult and Scenario; `checks` holds every check, written
+once; each story is one module; `ssh_brute_force` has the SSH password attempts they use.
+`defender-tools demo` and the QEMU tests run the same scenario objects.
+"""
+
+from defender_tools.scenarios.backlog_after_restart import BacklogAfterRestart
+from defender_tools.scenarios.base import Check, Scenario, ScenarioResult
+from defender_tools.scenarios.login_after_guessing import LoginAfterGuessing
+from defender_tools.scenarios.password_guessing import PasswordGuessing
+
+__all__ = [
+    "BacklogAfterRestart",
+    "Check",
+    "LoginAfterGuessing",
+    "PasswordGuessing",
+    "Scenario",
+    "ScenarioResult",
+]
