@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from defender_tools.qemu_runner import Guest, GuestError
@@ -110,6 +111,27 @@ def wait_for_alert(
         if time.monotonic() > deadline:
             return None, 0.0
         time.sleep(interval)
+
+
+EVENTS = "/var/lib/defender-agent/events.jsonl"
+
+
+def last_event_time(guest: Guest, event: str, source: str) -> float | None:
+    """Epoch `time` of the newest EVENT from SOURCE in the agent's events file, if any."""
+    pattern = shlex.quote(f'"event":"{event}"')
+    cmd = f"cat {EVENTS}.3 {EVENTS}.2 {EVENTS}.1 {EVENTS} 2>/dev/null | grep -F {pattern}"
+    _rc, out, _err = guest.ssh(cmd)
+    newest: float | None = None
+    for record in parse_records(out):
+        if record.get("payload", {}).get("source") != source:
+            continue
+        stamp = str(record.get("time", ""))
+        try:
+            when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        newest = max(newest or 0.0, when.timestamp())
+    return newest
 
 
 def service_state(guest: Guest) -> str:

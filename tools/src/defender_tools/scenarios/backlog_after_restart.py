@@ -5,8 +5,11 @@ logins, then the agent starts again and reads the auth log from where it stopped
 raise exactly one new BruteForce, dated by the attack (`time`, from the log's own
 timestamps), and say when it raised it (`observed`, after the restart).
 
-Every host connection comes from 10.0.2.2, so the source cannot be new; earlier stories do
-not interfere because the detector's state is in memory only and the restart clears it.
+Every host connection comes from 10.0.2.2, so the source cannot be new. The agent raises
+one alert per burst and remembers raised incidents across restarts (a crash must not raise
+one twice), so a new burst needs the address to have been quiet for the detector's window:
+the story first waits until the newest failure the agent recorded from that address is
+more than a window old.
 """
 
 from __future__ import annotations
@@ -19,13 +22,20 @@ from defender_tools.images.debian import Profile
 from defender_tools.qemu_runner import Guest
 from defender_tools.scenarios import checks
 from defender_tools.scenarios.base import Scenario, ScenarioResult
-from defender_tools.scenarios.checks import BRUTE_FORCE, CLOCK_TOLERANCE, SETTLE_S, Alert
+from defender_tools.scenarios.checks import (
+    ATTACKER_SOURCE,
+    BRUTE_FORCE,
+    CLOCK_TOLERANCE,
+    SETTLE_S,
+    Alert,
+)
 from defender_tools.scenarios.ssh_brute_force import failed_password_attempts
 
 ALERT_TIMEOUT_S = 30.0
 # Wait after the attack so that "read at restart" and "happened during the attack" are
 # further apart than the clock tolerance on both sides: a wrong `time` cannot pass.
 RESTART_PAUSE_S = 2 * CLOCK_TOLERANCE + 1.0
+WINDOW_S = 60.0  # the agent's default detectors.brute_force.window
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class BacklogAfterRestart(Scenario[BacklogSeen]):
     def __init__(self, user: str = "deploy", attempts: int = 6) -> None:
         self.user = user
         self.attempts = attempts
+        self.quiet_wait = 0.0
 
     def describe(self) -> str:
         return f"agent stopped, {self.attempts} failed logins as {self.user!r}, agent restarted"
@@ -66,7 +77,16 @@ class BacklogAfterRestart(Scenario[BacklogSeen]):
             guest_agent.start_service(guest)
         return stopped_state, stamps, restarted
 
+    def _wait_for_quiet(self, guest: Guest) -> float:
+        """Seconds waited until earlier failures from the attacker's address are a window old."""
+        last = guest_agent.last_event_time(guest, "login-failed", ATTACKER_SOURCE)
+        wait = 0.0 if last is None else last + WINDOW_S + CLOCK_TOLERANCE - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        return max(0.0, wait)
+
     def observe(self, guest: Guest) -> BacklogSeen:
+        self.quiet_wait = self._wait_for_quiet(guest)
         before = len(guest_agent.named(guest_agent.alerts(guest), BRUTE_FORCE))
         stopped_state, stamps, restarted = self._attack_while_stopped(guest)
         restarted_state = guest_agent.wait_for_service(guest)
