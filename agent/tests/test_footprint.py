@@ -27,6 +27,8 @@ HEAVY = (
     "traceback",
     "dataclasses",
     "subprocess",
+    "ctypes",  # 0.45 MiB (0.8 MiB with sysconfig and threading on 3.14): linux/libc.py instead
+    "sysconfig",
 )
 
 CHILD = """

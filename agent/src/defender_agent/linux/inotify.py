@@ -1,14 +1,16 @@
-"""inotify(7) through ctypes: the standard library has no binding.
+"""inotify(7) through the C library: the standard library has no binding.
 
-Imported only by collectors that follow files, so agents without them never load ctypes.
+The calls go through libc.py (the `_ctypes` engine, not the `ctypes` package). Imported
+only by collectors that follow files.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 from collections import namedtuple
+
+from defender_agent.linux import libc
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -65,27 +67,24 @@ class Inotify:
     """A non-blocking inotify fd; `read()` returns the events available now."""
 
     def __init__(self) -> None:
-        # dlopen(NULL): the C library python itself links (glibc or musl). Avoids
-        # ctypes.util.find_library, which imports subprocess and costs ~1 MiB of RSS.
+        # libc.function: the C library python itself links (glibc or musl), without the
+        # ctypes package (0.7-1.1 MiB of RSS) or find_library (subprocess, ~1 MiB).
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            self._init1 = libc.inotify_init1
-            self._add = libc.inotify_add_watch
-            self._rm = libc.inotify_rm_watch
+            self._init1 = libc.function("inotify_init1", "i", ("i",))
+            self._add = libc.function("inotify_add_watch", "i", ("i", "z", "I"))
+            self._rm = libc.function("inotify_rm_watch", "i", ("i", "i"))
         except (OSError, AttributeError) as exc:
             raise InotifyUnavailableError(f"no inotify in the C library: {exc}") from None
-        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self._rm.argtypes = [ctypes.c_int, ctypes.c_int]
         fd = self._init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
-            err = ctypes.get_errno()
+            err = libc.errno()
             raise InotifyUnavailableError(err, f"inotify_init1: {os.strerror(err)}")
         self.fd: int = fd
 
     def add_watch(self, path: str, mask: int = DIR_MASK) -> int:
         wd = self._add(self.fd, os.fsencode(path), mask)
         if wd < 0:
-            err = ctypes.get_errno()
+            err = libc.errno()
             raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
         return int(wd)
 
