@@ -11,19 +11,21 @@ LINTED  := agent installer tools qemu-tests tests
 # Building an image needs root (mmdebstrap --mode=root, chroot): use sudo when not root.
 AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo -E)
 
-.PHONY: demo test lint unit qemu-test deps sysdeps docs clean
+.PHONY: demo test lint unit agent-pythons qemu-test deps sysdeps docs clean
 
 demo: deps
 	$(AS_ROOT) $(BIN)/defender-tools demo
 
-test: lint unit qemu-test
+test: lint unit agent-pythons qemu-test
 
 deps: sysdeps $(STAMP)
 
 sysdeps:
 	@scripts/install-system-deps.sh
 
-$(STAMP): requirements-dev.txt agent/pyproject.toml installer/pyproject.toml tools/pyproject.toml
+# _version.py: the installed distributions' metadata carries the version.
+$(STAMP): requirements-dev.txt agent/pyproject.toml installer/pyproject.toml tools/pyproject.toml \
+		agent/src/defender_agent/_version.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt -e agent -e installer -e tools
@@ -36,9 +38,15 @@ lint: deps
 	cd installer && ../$(BIN)/mypy src
 	cd tools && ../$(BIN)/mypy src
 	cd meta-defender && ../$(BIN)/oelint-adv --quiet $$(find . -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' -o -name '*.conf' | sort)
+	scripts/shellcheck.sh
 
 unit: deps
 	$(PYTEST) -m "not qemu"
+
+# The agent's unit tests on Python 3.9 (Debian 11), 3.13 (Debian 13) and 3.14 (sid), each in a
+# cached Debian chroot (mmdebstrap --mode=root and mounts need root).
+agent-pythons: deps
+	$(AS_ROOT) $(BIN)/defender-tools pythons test
 
 qemu-test: deps
 	$(AS_ROOT) $(PYTEST) -m qemu

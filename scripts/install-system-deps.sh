@@ -14,6 +14,7 @@ e2fsprogs
 zstd
 openssh-client
 mosquitto
+shellcheck
 "
 
 missing=""

@@ -8,7 +8,8 @@ Runs only against a local checkout, named by environment variables:
 
 The test makes a throw-away build directory under /tmp, adds meta-defender, and runs
 `bitbake -p`, `bitbake -e defender-agent` and `bitbake defender-agent -c unpack`
-offline (BB_NO_NETWORK = "1"). bitbake
+offline (BB_NO_NETWORK = "1"). With DEFENDER_BITBAKE_DIR alone, only the parse-cache
+test runs: it needs bitbake but not openembedded-core (see the end of this file). bitbake
 refuses to run as root, so as root the commands run as the user DEFENDER_BITBAKE_USER
 (default `defender-build`; create it with `useradd -m defender-build`); the checkout and
 this repository must be readable by that user. Host needs: the HOSTTOOLS bitbake checks
@@ -44,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAYER = REPO / "meta-defender"
 INC = LAYER / "recipes-security" / "defender-agent" / "defender-agent.inc"
 AGENT_PKG = REPO / "agent" / "src" / "defender_agent"
+VERSION_FILE = AGENT_PKG / "_version.py"
 BUILD_USER = os.environ.get("DEFENDER_BITBAKE_USER", "defender-build")
 TIMEOUT = 1800  # a cold parse of openembedded-core takes a minute or two
 
@@ -71,8 +73,10 @@ def find_checkout() -> Checkout:
         checkout = Checkout(Path(poky), Path(poky) / "bitbake", f"poky {poky}")
     elif oecore and bitbake:
         checkout = Checkout(Path(oecore), Path(bitbake), f"openembedded-core {oecore}")
-    elif oecore or bitbake:
+    elif oecore:
         pytest.fail("set both DEFENDER_OECORE_DIR and DEFENDER_BITBAKE_DIR (or DEFENDER_POKY_DIR)")
+    elif bitbake:
+        pytest.skip("DEFENDER_BITBAKE_DIR alone: these tests need DEFENDER_OECORE_DIR too")
     else:
         pytest.skip(
             "no bitbake checkout: set DEFENDER_POKY_DIR (poky) or "
@@ -149,6 +153,22 @@ def checkout() -> Checkout:
 
 
 @pytest.fixture(scope="module")
+def bitbake_dir() -> Path:
+    """bitbake alone: DEFENDER_BITBAKE_DIR, else the one in DEFENDER_POKY_DIR."""
+    bitbake = os.environ.get("DEFENDER_BITBAKE_DIR")
+    poky = os.environ.get("DEFENDER_POKY_DIR")
+    if bitbake:
+        path = Path(bitbake)
+    elif poky:
+        path = Path(poky) / "bitbake"
+    else:
+        pytest.skip("no bitbake checkout: set DEFENDER_BITBAKE_DIR or DEFENDER_POKY_DIR")
+    if not (path / "bin/bitbake").is_file():
+        pytest.fail(f"{path / 'bin/bitbake'} is missing")
+    return path
+
+
+@pytest.fixture(scope="module")
 def build(checkout: Checkout) -> Iterator[Build]:
     build = Build(checkout)
     try:
@@ -178,9 +198,16 @@ def test_layer_parses(build: Build) -> None:
     assert re.search(rf"^defender\s+{re.escape(str(LAYER))}\s+6\s*$", layers, re.M), layers
 
 
+def agent_version(path: Path) -> str:
+    """`__version__` of the agent's one version file."""
+    match = re.search(r'^__version__ = "([^"]+)"$', path.read_text(encoding="utf-8"), re.M)
+    assert match, f"{path}: no __version__"
+    return match.group(1)
+
+
 def test_recipe_is_found_with_every_collector(recipe_env: dict[str, str]) -> None:
-    assert recipe_env["FILE"] == str(INC.parent / "defender-agent_0.1.0.bb")
-    assert recipe_env["PV"] == "0.1.0"
+    assert recipe_env["FILE"] == str(INC.parent / "defender-agent.bb")
+    assert recipe_env["PV"] == agent_version(VERSION_FILE)
     assert tuple(recipe_env["PACKAGECONFIG"].split()) == ALL_COLLECTORS
     assert recipe_env["DEFENDER_SOURCE_DIR"] == str(REPO)
     assert recipe_env["S"].endswith("/agent")
@@ -395,3 +422,94 @@ def test_license_checksum_is_what_bitbake_will_compare(recipe_env: dict[str, str
     match = re.fullmatch(r"file://\.\./LICENSE;md5=([0-9a-f]{32})", recipe_env["LIC_FILES_CHKSUM"])
     assert match, recipe_env["LIC_FILES_CHKSUM"]
     assert hashlib.md5((REPO / "LICENSE").read_bytes()).hexdigest() == match.group(1)
+
+
+# --- PV and bitbake's parse cache (bitbake alone, with a stub core layer) -------------
+
+STUB_BITBAKE_CONF = """\
+TMPDIR = "${TOPDIR}/tmp"
+CACHE = "${TMPDIR}/cache"
+PERSISTENT_DIR = "${TMPDIR}/persistent"
+STAMP = "${TMPDIR}/stamps/${PN}-${PV}"
+WORKDIR = "${TMPDIR}/work/${PN}-${PV}"
+T = "${WORKDIR}/temp"
+B = "${WORKDIR}"
+PN = "${@bb.parse.vars_from_file(d.getVar('FILE', False), d)[0] or 'defaultpkgname'}"
+PV = "${@bb.parse.vars_from_file(d.getVar('FILE', False), d)[1] or '1.0'}"
+PR = "r0"
+PF = "${PN}-${PV}-${PR}"
+FILE_DIRNAME = "${@os.path.dirname(d.getVar('FILE', False))}"
+"""
+STUB_LAYER_CONF = """\
+BBPATH .= ":${LAYERDIR}"
+BBFILE_COLLECTIONS += "core"
+BBFILE_PATTERN_core = "^${LAYERDIR}/"
+BBFILE_PRIORITY_core = "5"
+LAYERVERSION_core = "1"
+LAYERSERIES_CORENAMES = "scarthgap wrynose"
+"""
+
+
+def test_version_change_reparses_the_recipe(bitbake_dir: Path, tmp_path: Path) -> None:
+    """PV is read from _version.py at parse time; a changed file must not leave it stale.
+
+    The recipe registers the file with bb.parse.mark_dependency. This runs the checkout's
+    bitbake on a copy of the layer and the version file (so the version can change without
+    touching this repository), over a stub core layer whose classes are empty: `bitbake -s`
+    prints PV from the parse cache, which must follow the file. Needs only a bitbake
+    checkout (DEFENDER_BITBAKE_DIR, or poky's).
+    """
+    source = tmp_path / "defender"
+    shutil.copytree(LAYER, source / "meta-defender")
+    shutil.copy2(REPO / "LICENSE", source / "LICENSE")
+    version_file = source / "agent/src/defender_agent/_version.py"
+    version_file.parent.mkdir(parents=True)
+    shutil.copy2(VERSION_FILE, version_file)
+    stub = tmp_path / "stub"
+    (stub / "conf").mkdir(parents=True)
+    (stub / "classes").mkdir()
+    (stub / "conf/layer.conf").write_text(STUB_LAYER_CONF, encoding="utf-8")
+    (stub / "conf/bitbake.conf").write_text(STUB_BITBAKE_CONF, encoding="utf-8")
+    (stub / "classes/base.bbclass").write_text('addtask build\ndo_build[noexec] = "1"\n')
+    for name in ("python_setuptools_build_meta", "systemd", "update-rc.d"):
+        (stub / "classes" / f"{name}.bbclass").write_text("", encoding="utf-8")
+    build = tmp_path / "build"
+    (build / "conf").mkdir(parents=True)
+    (build / "conf/bblayers.conf").write_text(
+        f'BBPATH = "${{TOPDIR}}"\nBBFILES ?= ""\nBBLAYERS = "{stub} {source / "meta-defender"}"\n',
+        encoding="utf-8",
+    )
+
+    def shown_version() -> str:
+        # bitbake alone runs as root too (the refusal is openembedded-core's sanity class)
+        result = subprocess.run(
+            [
+                "env",
+                "-i",
+                f"HOME={tmp_path}",
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                "LANG=en_US.UTF-8",
+                "LC_ALL=en_US.UTF-8",
+                str(bitbake_dir / "bin/bitbake"),
+                "-s",
+            ],
+            cwd=build,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        match = re.search(r"^defender-agent\s+:(\S+)-r0\s*$", result.stdout, re.M)
+        assert match, result.stdout
+        return match.group(1)
+
+    version = agent_version(VERSION_FILE)
+    assert shown_version() == version
+    assert shown_version() == version  # now from the parse cache
+    version_file.write_text(
+        version_file.read_text(encoding="utf-8").replace(version, "97.98.99"), encoding="utf-8"
+    )
+    later = version_file.stat().st_mtime + 10
+    os.utime(version_file, (later, later))
+    assert shown_version() == "97.98.99", "the parse cache kept the old PV"

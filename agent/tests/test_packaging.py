@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from defender_agent import cli
+from defender_agent import __version__, cli
 
 PACKAGING = Path(__file__).resolve().parents[1] / "packaging"
 SRC = Path(cli.__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def test_launcher_runs_the_cli_from_usr_lib(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-I", str(local), "version"], capture_output=True, text=True, check=False
     )
-    assert (res.returncode, res.stdout.strip()) == (0, "defender-agent 0.1.0"), res.stderr
+    assert (res.returncode, res.stdout.strip()) == (0, f"defender-agent {__version__}"), res.stderr
 
 
 def test_systemd_unit_is_hardened() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pytest
+from defender_agent._version import __version__ as agent_version
 
 from defender_installer.agent_source import (
     load_agent_source,
@@ -61,6 +63,36 @@ def test_version_comes_from_pyproject_then_package(fake_agent: MakeAgent) -> Non
     (root / "pyproject.toml").write_text('[project]\nname = "x"\ndynamic = ["version"]\n')
     (root / "src/defender_agent/__init__.py").write_text('__version__ = "9.8"\n')
     assert load_agent_source(root).version == "9.8"
+    (root / "src/defender_agent/_version.py").write_text('"""v"""\n\n__version__ = "9.9"\n')
+    assert load_agent_source(root).version == "9.9"
+
+
+def test_dynamic_version_follows_the_setuptools_attr(fake_agent: MakeAgent) -> None:
+    """`dynamic = ["version"]` + `version = {attr = ...}`: the module setuptools reads."""
+    root = fake_agent()
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndynamic = ["version"]\n'
+        "[tool.setuptools.dynamic]\n"
+        'version = {attr = "defender_agent.about.VERSION"}\n'
+    )
+    (root / "src/defender_agent/about.py").write_text('VERSION: str = "4.5.6"\n')
+    (root / "src/defender_agent/_version.py").write_text('__version__ = "0.0.1"\n')
+    assert load_agent_source(root).version == "4.5.6"
+
+
+def test_no_version_anywhere_is_a_user_error(fake_agent: MakeAgent) -> None:
+    root = fake_agent()
+    (root / "pyproject.toml").write_text('[project]\nname = "x"\ndynamic = ["version"]\n')
+    (root / "src/defender_agent/__init__.py").write_text("__version__ = compute()\n")
+    with pytest.raises(UserError, match=r"no \[project\]\.version.*pass --version"):
+        load_agent_source(root)
+
+
+def test_this_repository_reads_the_one_version_file(repo: Path) -> None:
+    """The real agent's version is dynamic: it comes from defender_agent/_version.py."""
+    project = tomllib.loads((repo / "agent/pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" in project["project"]["dynamic"]
+    assert load_agent_source(repo / "agent").version == agent_version
 
 
 def test_selection_follows_registry_order_and_dedupes() -> None:

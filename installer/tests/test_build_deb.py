@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from defender_agent._version import __version__ as VERSION
 
 from defender_installer.agent_source import read_collectors
 
@@ -40,9 +41,9 @@ def _registered(repo: Path) -> tuple[str, ...]:
 
 def test_control_fields(full_deb: dict[str, object], dpkg_deb: Callable[..., str]) -> None:
     deb = str(full_deb["path"])
-    assert Path(deb).name == "defender-agent_0.1.0_all.deb"
+    assert Path(deb).name == f"defender-agent_{VERSION}_all.deb"
     assert dpkg_deb("-f", deb, "Package").strip() == "defender-agent"
-    assert dpkg_deb("-f", deb, "Version").strip() == "0.1.0"
+    assert dpkg_deb("-f", deb, "Version").strip() == VERSION
     assert dpkg_deb("-f", deb, "Architecture").strip() == "all"
     depends = [d.strip() for d in dpkg_deb("-f", deb, "Depends").split(",")]
     assert depends == ["python3 (>= 3.9)", "python3 (>= 3.11) | python3-tomli"]
@@ -79,7 +80,7 @@ def test_collector_selection_leaves_the_others_out(
     dpkg_deb("-x", str(login_deb["path"]), str(tmp_path))
     info = json.loads((tmp_path / "usr/lib/defender-agent/BUILD-INFO.json").read_text())
     assert info["collectors"] == ["login"]
-    assert info["version"] == "0.1.0"
+    assert info["version"] == VERSION
     assert info["format"] == "deb"
 
 
@@ -107,7 +108,7 @@ def test_json_summary_matches_the_file(full_deb: dict[str, object]) -> None:
     path = Path(str(full_deb["path"]))
     data = path.read_bytes()
     assert full_deb["format"] == "deb"
-    assert full_deb["version"] == "0.1.0"
+    assert full_deb["version"] == VERSION
     assert full_deb["size"] == len(data)
     assert full_deb["sha256"] == hashlib.sha256(data).hexdigest()
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from defender_agent._version import __version__ as VERSION
 
 # Runs the packaged launcher with the unpacked /usr/lib/defender-agent first on sys.path,
 # and proves the agent came from the package, not from a checkout or a virtualenv.
@@ -81,7 +82,7 @@ def test_launcher_is_the_packaged_one(login_deb: dict[str, object], unpack: Unpa
 def test_installed_agent_reports_its_version(login_deb: dict[str, object], unpack: Unpack) -> None:
     result = agent(unpack(login_deb["path"]), "version")
     assert result.returncode == 0, result.stderr
-    assert "0.1.0" in result.stdout
+    assert result.stdout.strip() == f"defender-agent {VERSION}"
 
 
 def test_installed_agent_checks_the_shipped_config(

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from defender_agent._version import __version__ as agent_version
+
 from defender_tools import cli
 
 
@@ -17,14 +19,14 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_command_module_is_registered() -> None:
     names = [m.__name__.rsplit(".", 1)[-1] for m in cli.COMMANDS]
-    assert names == ["image", "qemu", "demo"]
+    assert names == ["image", "qemu", "demo", "pythons"]
     help_text = _run("--help").stdout
     for name in names:
         assert name in help_text
 
 
 def test_version() -> None:
-    assert _run("--version").stdout.strip() == "0.1.0"
+    assert _run("--version").stdout.strip() == agent_version
 
 
 def test_missing_package_is_one_line_exit_2(tmp_path: Path) -> None:

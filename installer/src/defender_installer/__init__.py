@@ -1,3 +1,5 @@
 """Build Defender agent packages and put them on devices."""
 
-__version__ = "0.1.0"
+from defender_installer._version import __version__
+
+__all__ = ["__version__"]

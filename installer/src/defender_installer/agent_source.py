@@ -110,30 +110,72 @@ def read_collectors(registry: Path) -> tuple[str, ...]:
     raise UserError(f"{registry}: ALL_COLLECTORS not defined")
 
 
-def read_version(root: Path) -> str:
-    """The agent's version: pyproject's [project].version, else `__version__` in the package."""
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{pyproject}: {exc}") from exc
-        version = project.get("version")
-        if isinstance(version, str) and version:
-            return version
-    init = root / "src" / PACKAGE / "__init__.py"
-    tree = ast.parse(init.read_text(encoding="utf-8"), filename=str(init))
+def _literal_assignment(path: Path, name: str) -> str | None:
+    """The string assigned to NAME at the top of PATH (read with ast), else None."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
+    except SyntaxError as exc:
+        raise UserError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
     for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
         if (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets)
+            any(isinstance(t, ast.Name) and t.id == name for t in targets)
             and isinstance(node.value, ast.Constant)
             and isinstance(node.value.value, str)
         ):
             return node.value.value
-    raise UserError(
-        f"{pyproject}: no [project].version and no __version__ in {init}; pass --version"
-    )
+    return None
+
+
+def _module_file(src: Path, module: str) -> Path:
+    """The file of MODULE (dotted) under the `src` directory: a module or a package."""
+    base = src.joinpath(*module.split("."))
+    package_init = base / "__init__.py"
+    return package_init if package_init.is_file() else base.with_suffix(".py")
+
+
+def read_version(root: Path) -> str:
+    """The agent's version, read without importing the agent.
+
+    pyproject's [project].version when it states one; when the version is dynamic, the
+    `attr` named by [tool.setuptools.dynamic].version (`defender_agent._version.__version__`,
+    the repository's one version); without a pyproject, `__version__` in the package's
+    `_version.py` or `__init__.py`.
+    """
+    pyproject = root / "pyproject.toml"
+    src = root / "src"
+    candidates: list[tuple[Path, str]] = []
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{pyproject}: {exc}") from exc
+        version = data.get("project", {}).get("version")
+        if isinstance(version, str) and version:
+            return version
+        dynamic = data.get("tool", {}).get("setuptools", {}).get("dynamic", {}).get("version")
+        attr = dynamic.get("attr") if isinstance(dynamic, dict) else None
+        if isinstance(attr, str) and "." in attr:
+            module, _, name = attr.rpartition(".")
+            candidates.append((_module_file(src, module), name))
+    candidates += [
+        (src / PACKAGE / "_version.py", "__version__"),
+        (src / PACKAGE / "__init__.py", "__version__"),
+    ]
+    for path, name in candidates:
+        if path.is_file():
+            version = _literal_assignment(path, name)
+            if version:
+                return version
+    tried = ", ".join(dict.fromkeys(f"{name} in {path}" for path, name in candidates))
+    raise UserError(f"{pyproject}: no [project].version and no {tried}; pass --version")
 
 
 def load_agent_source(root: Path) -> AgentSource:

@@ -1,3 +1,5 @@
 """Defender host tools: build quick QEMU images, boot them, attack them."""
 
-__version__ = "0.1.0"
+from defender_tools._version import __version__
+
+__all__ = ["__version__"]

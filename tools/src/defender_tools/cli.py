@@ -13,13 +13,13 @@ from typing import Annotated
 
 import typer
 
-from defender_tools import __version__, demo, image, qemu
+from defender_tools import __version__, demo, image, pythons, qemu
 from defender_tools.errors import UserError
 
 PROG = "defender-tools"
 
 # Every command, in help order.
-COMMANDS: tuple[ModuleType, ...] = (image, qemu, demo)
+COMMANDS: tuple[ModuleType, ...] = (image, qemu, demo, pythons)
 
 app = typer.Typer(
     name=PROG,

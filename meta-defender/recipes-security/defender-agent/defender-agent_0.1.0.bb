@@ -1,1 +1,0 @@
-require defender-agent.inc

@@ -1,0 +1,1 @@
+../../../agent/src/defender_agent/_version.py
