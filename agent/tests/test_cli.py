@@ -244,13 +244,15 @@ def test_sysinfo_payload_is_complete() -> None:
         ["run", "--config", "/etc/x.toml"],
         ["run", "--config=/etc/x.toml", "--stdout"],
         ["run", "--stdout", "--config", "a b.toml"],
+        ["run", "--user", "defender-agent"],
+        ["run", "--user=defender-agent", "--config", "x.toml"],
     ],
 )
 def test_fast_run_parse_matches_argparse(argv: list[str]) -> None:
     fast = cli._parse_run_fast(argv)
     full = cli.make_parser().parse_args(argv)
     assert fast is not None
-    for name in ("config", "stdout", "duration", "func"):
+    for name in ("config", "stdout", "duration", "user", "func"):
         assert getattr(fast, name) == getattr(full, name)
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 try:
     import re._parser as sre_parse  # type: ignore[import-not-found,unused-ignore]
@@ -432,3 +433,62 @@ def test_kill_9_before_the_first_periodic_save_loses_nothing(tmp_path: Path) -> 
         proc.terminate()
         proc.communicate(timeout=30)
     assert set(_pids(events)) == set(range(200))
+
+
+def _world_readable(path: str) -> bool:
+    """Whether every directory down to PATH lets others in (a pyenv under /root does not)."""
+    parts = Path(path).resolve().parts
+    return all(
+        os.stat(os.path.join(*parts[: n + 1])).st_mode & 0o005 == 0o005 for n in range(len(parts))
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.skipif(
+    not _world_readable(sys.base_prefix), reason="this Python's files are not readable by others"
+)
+def test_run_as_root_with_user_gives_up_root_before_reading_anything() -> None:
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    tmp_path = Path(tempfile.mkdtemp(prefix="defender-user-"))  # pytest's is root-only
+    tmp_path.chmod(0o755)
+    try:
+        _run_as_nobody(tmp_path, nobody)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _run_as_nobody(tmp_path: Path, nobody: Any) -> None:
+    cfg = _config(tmp_path)
+    states = tmp_path / "state"
+    states.mkdir(mode=0o750)
+    os.chown(states, nobody.pw_uid, nobody.pw_gid)
+    src = str(Path(safefs.__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "defender_agent", "run", "--user", "nobody", "--config", str(cfg)],
+        env={**os.environ, "PYTHONPATH": src},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    events = states / "events.jsonl"
+    try:
+        deadline = time.monotonic() + 20
+        while not (events.exists() and events.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(f"/proc/{proc.pid}/status") as fh:
+            ids = {k: v.split() for k, v in (ln.split(":", 1) for ln in fh) if k in ("Uid", "Gid")}
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert ids["Uid"] == [str(nobody.pw_uid)] * 4 and ids["Gid"] == [str(nobody.pw_gid)] * 4
+    assert events.stat().st_uid == nobody.pw_uid
+
+
+def test_user_switch_errors_are_one_line(tmp_path: Path) -> None:
+    res = _cli("run", "--user", "no-such-user-zq", "--config", str(_config(tmp_path)))
+    assert res.returncode == 2
+    assert res.stderr.strip() == "defender-agent: --user no-such-user-zq: no such user"

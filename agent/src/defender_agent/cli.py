@@ -46,7 +46,14 @@ def _load(path: str | None) -> config.Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from defender_agent import agent as agent_mod
 
-    cfg = _load(args.config)
+    cfg = _load(args.config)  # as started: a root-only configuration stays root-only
+    if args.user:
+        from defender_agent import privileges
+
+        try:
+            privileges.drop_to(args.user)
+        except privileges.PrivilegeError as exc:
+            raise UserError(str(exc)) from None
     _log.configure(cfg.section("agent")["log_level"])
     try:
         agent = agent_mod.build(cfg, stdout=args.stdout)
@@ -213,6 +220,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the agent (the service)")
     p.add_argument("--config", metavar="PATH", help=conf_help)
     p.add_argument("--stdout", action="store_true", help="also write records to stdout")
+    p.add_argument(
+        "--user", metavar="NAME", help="switch to this user first (when started as root)"
+    )
     p.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
@@ -241,7 +251,7 @@ def _parse_run_fast(argv: Sequence[str]) -> Any:
     of RSS for the agent's whole life). Anything unusual goes to argparse."""
     if not argv or argv[0] != "run":
         return None
-    values: dict[str, Any] = {"config": None, "stdout": False, "duration": None}
+    values: dict[str, Any] = {"config": None, "stdout": False, "duration": None, "user": None}
     rest = list(argv[1:])
     while rest:
         arg = rest.pop(0)
@@ -251,6 +261,10 @@ def _parse_run_fast(argv: Sequence[str]) -> Any:
             values["config"] = arg[9:]
         elif arg == "--config" and rest and not rest[0].startswith("-"):
             values["config"] = rest.pop(0)
+        elif arg.startswith("--user=") and len(arg) > 7:
+            values["user"] = arg[7:]
+        elif arg == "--user" and rest and not rest[0].startswith("-"):
+            values["user"] = rest.pop(0)
         else:
             return None
     return _Namespace(func=cmd_run, **values)
