@@ -21,3 +21,23 @@ def test_agent_service_is_active_and_small(guest: Guest) -> None:
     print(f"\nagent pid {memory.pid}: VmRSS {memory.rss_mib} MiB, Pss {memory.pss_mib} MiB")
     assert 0 < memory.rss_mib < RSS_CEILING_MIB
     assert 0 < memory.pss_mib <= memory.rss_mib
+
+
+SECURITY_EXPOSURE_MAX = 2.0  # systemd-analyze security: 0 is locked down, 10 is root, free
+
+
+def test_agent_runs_as_its_own_user_without_capabilities(guest: Guest) -> None:
+    who = guest_agent.agent_identity(guest)
+    print(f"\nagent runs as {who.user} {who.uids}, groups {', '.join(who.groups)}")
+    assert who.user == "defender-agent" and len(set(who.uids)) == 1
+    assert {"adm", "utmp"} <= set(who.groups)  # what reads the auth logs and btmp
+    assert who.cap_effective == 0 and who.cap_permitted == 0
+
+
+def test_systemd_unit_exposure_is_low(guest: Guest) -> None:
+    found = guest_agent.security_exposure(guest)
+    if found is None:
+        pytest.skip("not systemd: the init script drops to the agent's user instead")
+    exposure, report = found
+    print(f"\nsystemd-analyze security: overall exposure {exposure}")
+    assert exposure <= SECURITY_EXPOSURE_MAX, report

@@ -156,6 +156,8 @@ def _render_scripts(
         "package_dir": layout.PYTHON_PACKAGE_DIR,
         "config_dir": layout.CONFIG_DIR,
         "state_dir": layout.STATE_DIR,
+        "agent_user": layout.AGENT_USER,
+        "agent_groups": " ".join(layout.AGENT_GROUPS),
     }
     out.mkdir(parents=True, exist_ok=True)
     scripts: dict[str, str] = {}

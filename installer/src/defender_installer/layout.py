@@ -17,6 +17,10 @@ INIT_SCRIPT_PATH = "/etc/init.d/defender-agent"
 CONFIG_DIR = "/etc/defender-agent"
 CONFIG_PATH = f"{CONFIG_DIR}/agent.toml"
 STATE_DIR = "/var/lib/defender-agent"
+# The agent runs as its own system user, in the groups that may read what it follows:
+# `adm` (auth logs on Debian-like systems) and `utmp` (btmp), where they exist.
+AGENT_USER = "defender-agent"
+AGENT_GROUPS = ("adm", "utmp")
 
 LICENSE = "MIT"
 MAINTAINER = "Defender maintainers <defender@example.org>"

@@ -44,6 +44,62 @@ grep -E '^(Rss|Pss):' /proc/$pid/smaps_rollup
 """
 
 
+_IDENTITY_SCRIPT = (
+    _MEMORY_SCRIPT.split('echo "Pid: $pid"')[0]
+    + """echo "Pid: $pid"
+grep -E '^(Uid|Gid|Groups|CapEff|CapPrm|CapBnd):' /proc/$pid/status
+for g in $(awk '/^Groups:/ {for (i = 2; i <= NF; i++) print $i}' /proc/$pid/status); do
+    echo "Group: $(awk -F: -v gid="$g" '$3 == gid {print $1}' /etc/group)"
+done
+uid=$(awk '/^Uid:/ {print $2}' /proc/$pid/status)
+echo "User: $(awk -F: -v uid="$uid" '$3 == uid {print $1}' /etc/passwd)"
+"""
+)
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """Who the running agent is: user, groups and capabilities (hex masks)."""
+
+    user: str
+    uids: tuple[int, ...]
+    groups: tuple[str, ...]
+    cap_effective: int
+    cap_permitted: int
+
+
+def agent_identity(guest: Guest) -> AgentIdentity:
+    """The agent process's credentials, from /proc/PID/status and the guest's databases."""
+    rc, out, err = guest.ssh(_IDENTITY_SCRIPT)
+    if rc != 0:
+        raise GuestError(f"agent process not found in the guest ({rc}): {err.strip()}")
+    fields: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), []).append(value.strip())
+    return AgentIdentity(
+        user=fields.get("User", [""])[0],
+        uids=tuple(int(x) for x in fields["Uid"][0].split()),
+        groups=tuple(g for g in fields.get("Group", []) if g),
+        cap_effective=int(fields["CapEff"][0], 16),
+        cap_permitted=int(fields["CapPrm"][0], 16),
+    )
+
+
+def security_exposure(guest: Guest) -> tuple[float, str] | None:
+    """systemd-analyze's overall exposure of the agent's unit (None without systemd)."""
+    rc, out, _err = guest.ssh(
+        f"[ -d /run/systemd/system ] || exit 3; systemd-analyze security --no-pager {SERVICE}"
+    )
+    if rc == 3:
+        return None
+    for line in out.splitlines():
+        if line.startswith("→ Overall exposure level"):
+            words = line.split(":", 1)[1].split()
+            return float(words[0]), out
+    raise GuestError(f"systemd-analyze security printed no exposure level: {out[-500:]}")
+
+
 @dataclass(frozen=True)
 class AgentMemory:
     """Resident memory of the agent process, in KiB."""

@@ -36,6 +36,7 @@ log = _log.get(__name__)
 NAME = "login"
 DROPBEAR_HOLD = 5.0  # wait this long for the address of an address-less Dropbear line
 MAX_TRACKED = 1024  # bound of every correlation table
+MAX_TWINS = 64  # attempts of one (user, source) remembered within one hold
 
 
 class _Pending:
@@ -165,6 +166,10 @@ class LoginCollector:
                 addr = self._db_addr.get(pid)
                 if addr is None:
                     held = self._db_held.setdefault(pid, [])
+                    if len(held) >= MAX_TWINS:  # one process, one connection: a flood
+                        self._count("dropbear-unresolved")
+                        self._emit_auth(fact._replace(kind="failed"), "failed")
+                        return
                     deadline = self.clock.monotonic() + DROPBEAR_HOLD
                     held.append((deadline, fact, self.clock.time()))
                     self._bound(self._db_held)
@@ -334,7 +339,7 @@ class LoginCollector:
             table.popitem(last=False)
         times = table.get(key)
         if times is None:
-            times = table[key] = deque()
+            times = table[key] = deque(maxlen=MAX_TWINS)
         times.append(now + self.hold)
         table.move_to_end(key)
         self._bound(table)
