@@ -149,3 +149,11 @@ def test_locate_walks_up_to_the_repository(fake_agent: MakeAgent) -> None:
     assert locate_agent_source(None, start=deep) == root
     with pytest.raises(UserError, match="pass --agent-src"):
         locate_agent_source(None, start=Path("/proc/self"))
+
+
+def test_a_symlink_in_the_source_is_refused_not_followed(fake_agent: MakeAgent) -> None:
+    root = fake_agent()
+    (root / "src/defender_agent/rules.json").symlink_to("/etc/shadow")
+    source = load_agent_source(root)
+    with pytest.raises(UserError, match=r"rules.json: a symbolic link in the agent source"):
+        package_files(source, ("login",))

@@ -171,7 +171,14 @@ def test_out_that_is_a_file_is_refused(installer: Run, tmp_path: Path) -> None:
     assert target.read_text() == "mine"
 
 
-def test_bad_source_date_epoch(installer: Run, tmp_path: Path) -> None:
-    result = installer("build", "--out", str(tmp_path), env={"SOURCE_DATE_EPOCH": "yesterday"})
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yesterday", "SOURCE_DATE_EPOCH='yesterday': must be a whole number of seconds"),
+        ("99999999999999999999", "SOURCE_DATE_EPOCH='99999999999999999999': after the year 9999"),
+    ],
+)
+def test_bad_source_date_epoch(installer: Run, tmp_path: Path, value: str, message: str) -> None:
+    result = installer("build", "--out", str(tmp_path), env={"SOURCE_DATE_EPOCH": value})
     assert result.returncode == 2
-    assert "SOURCE_DATE_EPOCH='yesterday'" in result.stderr
+    assert result.stderr.strip() == f"defender-installer: error: {message}"

@@ -54,3 +54,21 @@ def test_fake_agent_builds_with_its_own_version(fake_agent: MakeAgent, tmp_path:
     ).stdout
     assert "collectors/sysinfo.py" in listing
     assert "collectors/login.py" not in listing
+
+
+def test_nfpm_errors_become_one_line() -> None:
+    from defender_installer.nfpm import nfpm_error
+
+    boxed = (
+        "          \n   ERROR  \n          \n  Cannot add data.tar.gz to deb: cannot write "
+        "data.tar.gz body to deb: write /tmp/x/.defender-                     \n"
+        "  agent_0.1.0_all.deb.1.partial: no space left on device.          \n\n"
+    )
+    assert nfpm_error(boxed) == (
+        "Cannot add data.tar.gz to deb: cannot write data.tar.gz body to deb: write "
+        "/tmp/x/.defender- agent_0.1.0_all.deb.1.partial: no space left on device."
+    )
+    assert nfpm_error("\u2022 using deb packager...\n\u2a2f command failed error=bad config\n") == (
+        "command failed error=bad config"
+    )
+    assert nfpm_error("") == "no output"

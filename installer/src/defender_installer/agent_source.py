@@ -247,6 +247,11 @@ def package_files(
         for filename in sorted(filenames):
             path = base / filename
             relative = PurePosixPath(path.relative_to(source.package_dir).as_posix())
+            if path.is_symlink() and _is_packaged(relative, dropped):
+                raise UserError(
+                    f"{path}: a symbolic link in the agent source; refusing to package "
+                    "whatever it points to"
+                )
             if path.is_file() and _is_packaged(relative, dropped):
                 files.append((path, relative))
     return files

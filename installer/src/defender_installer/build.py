@@ -81,13 +81,18 @@ def _templates() -> jinja2.Environment:
     return env
 
 
+LAST_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: the last time packages can carry
+
+
 def source_date_epoch(environ: dict[str, str] | os._Environ[str]) -> int | None:
     """SOURCE_DATE_EPOCH (reproducible-builds.org) if set; a bad value is a user mistake."""
     raw = environ.get("SOURCE_DATE_EPOCH")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    if not raw.isdigit() or not raw.isascii():
         raise UserError(f"SOURCE_DATE_EPOCH={raw!r}: must be a whole number of seconds")
+    if len(raw) > 12 or int(raw) > LAST_EPOCH:
+        raise UserError(f"SOURCE_DATE_EPOCH={raw[:20]!r}: after the year 9999")
     return int(raw)
 
 

@@ -48,6 +48,23 @@ def run_nfpm(config: Path, packager: str, target: Path, env: dict[str, str]) -> 
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
-        lines = [line.strip() for line in (result.stderr + result.stdout).splitlines()]
-        detail = next((line for line in reversed(lines) if line), "no output")
-        raise UserError(f"nfpm failed ({packager}): {detail}")
+        raise UserError(f"nfpm failed ({packager}): {nfpm_error(result.stderr + result.stdout)}")
+
+
+def nfpm_error(output: str) -> str:
+    """What went wrong, on one line, from nfpm's output.
+
+    nfpm prints a boxed `ERROR` heading and wraps the message over the lines below it;
+    older releases print one line with `error=...` after a mark (U+2A2F).
+    """
+    lines = [line.strip() for line in output.splitlines()]
+    if "ERROR" in lines:
+        after = lines[lines.index("ERROR") + 1 :]
+        message = " ".join(line for line in after if line)
+        if message:
+            return message
+    words = [line.lstrip("\u2a2f\u2022").strip() for line in lines if line]
+    for line in reversed(words):
+        if "error" in line.lower():
+            return line
+    return words[-1] if words else "no output"
