@@ -13,13 +13,13 @@ from typing import Annotated
 
 import typer
 
-from defender_tools import __version__, demo, image, pythons, qemu
+from defender_tools import __version__, bench, demo, image, pythons, qemu
 from defender_tools.errors import UserError
 
 PROG = "defender-tools"
 
 # Every command, in help order.
-COMMANDS: tuple[ModuleType, ...] = (image, qemu, demo, pythons)
+COMMANDS: tuple[ModuleType, ...] = (image, qemu, demo, bench, pythons)
 
 app = typer.Typer(
     name=PROG,

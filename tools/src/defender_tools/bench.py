@@ -1,0 +1,233 @@
+"""`defender-tools bench`: the agent's speed and memory, measured, printed, never asserted.
+
+Each benchmark runs the agent from a source tree (default: this checkout's agent/src) as
+its own process, the way the service runs (`python3 -I -S`: no site packages), on a
+temporary auth log, and prints figures for docs/benchmarks.md:
+
+- `latency`: the time from appending the line that crosses the brute-force threshold to
+  the alert record in events.jsonl, over several bursts, each from a new source address;
+- `memory`: VmRSS and VmHWM of the running agent at rest, then after a flood of failed
+  logins from distinct sources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from defender_tools.errors import UserError
+
+app = typer.Typer(help="Measure the agent: detection latency, memory.", no_args_is_help=True)
+
+THRESHOLD = 5  # the agent's default max_failures: the 5th failure crosses it
+POLL_S = 0.0002
+
+
+def default_agent_src() -> Path:
+    """This checkout's agent sources (tools/src/defender_tools -> repository root)."""
+    return Path(__file__).resolve().parents[3] / "agent" / "src"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Samples in milliseconds (latency) or KiB (memory), and how they were taken."""
+
+    name: str
+    unit: str
+    samples: list[float]
+
+    @property
+    def summary(self) -> dict[str, float]:
+        return {
+            "min": min(self.samples),
+            "median": statistics.median(self.samples),
+            "max": max(self.samples),
+        }
+
+
+class AgentProcess:
+    """`defender-agent run` from SRC on a temporary auth log, as its own process."""
+
+    def __init__(self, src: Path, config_lines: list[str] | None = None) -> None:
+        if not (src / "defender_agent" / "__init__.py").is_file():
+            raise UserError(f"--agent-src {src}: no defender_agent package there")
+        self.dir = Path(tempfile.mkdtemp(prefix="defender-bench-"))
+        self.auth = self.dir / "auth.log"
+        self.auth.write_text("")
+        self.events = self.dir / "state" / "events.jsonl"
+        self.config = self.dir / "agent.toml"
+        lines = config_lines
+        if lines is None:
+            lines = [
+                "[agent]",
+                f'state_dir = "{self.dir / "state"}"',
+                "[collectors.login]",
+                f'auth_logs = ["{self.auth}"]',
+                'wtmp = ""',
+                'btmp = ""',
+                "[collectors.sysinfo]",
+                "enabled = false",
+                "[outputs.file]",
+                "max_bytes = 1073741824",
+            ]
+        self.config.write_text("\n".join(lines) + "\n")
+        code = (
+            f"import sys; sys.path.insert(0, {str(src)!r}); "
+            "from defender_agent.cli import main; sys.exit(main())"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", code, "run", "--config", str(self.config)],
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while not (self.events.exists() and self.events.stat().st_size):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise UserError("the agent did not start (try `defender-agent check`)")
+            time.sleep(0.01)
+
+    def memory_kib(self) -> dict[str, int]:
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM")}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        for path in sorted(self.dir.rglob("*"), reverse=True):
+            path.unlink() if not path.is_dir() else path.rmdir()
+        self.dir.rmdir()
+
+
+def _failure(n: int, source: str) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    return (
+        f"{stamp}.000000+00:00 bench sshd[{1000 + n}]: "
+        f"Failed password for invalid user bench{n} from {source} port {40000 + n} ssh2\n"
+    )
+
+
+def _alerts(events: Path) -> int:
+    with open(events, "rb") as fh:
+        return sum(b'"type":"alert"' in line for line in fh)
+
+
+def measure_latency(src: Path, bursts: int) -> Figures:
+    """Milliseconds from writing the crossing line to the alert being in events.jsonl."""
+    agent = AgentProcess(src)
+    samples: list[float] = []
+    try:
+        for burst in range(bursts):
+            source = f"198.51.100.{burst + 1}"
+            with open(agent.auth, "a", encoding="utf-8") as log:
+                for n in range(THRESHOLD - 1):
+                    log.write(_failure(n, source))
+            time.sleep(0.2)  # the first four are read and counted
+            before = _alerts(agent.events)
+            size = agent.events.stat().st_size  # before the line: a fast alert is not missed
+            with open(agent.auth, "a", encoding="utf-8") as log:
+                log.write(_failure(THRESHOLD, source))
+                log.flush()
+                start = time.perf_counter()
+            deadline = start + 10
+            while time.perf_counter() < deadline:
+                now_size = agent.events.stat().st_size
+                if now_size != size:
+                    size = now_size
+                    if _alerts(agent.events) > before:
+                        break
+                time.sleep(POLL_S)
+            else:
+                raise UserError(f"no alert within 10 s for burst {burst + 1}")
+            samples.append(round((time.perf_counter() - start) * 1000, 2))
+    finally:
+        agent.stop()
+    return Figures("latency from the crossing line to the alert on disk", "ms", samples)
+
+
+def measure_memory(src: Path, flood: int) -> dict[str, dict[str, int]]:
+    """RSS at rest, then after FLOOD failed logins from distinct sources.
+
+    The benchmark's configuration sets values, so the agent loads tomllib (about 1 MiB);
+    the packaged all-comments configuration does not (qemu-tests measure that one).
+    """
+    agent = AgentProcess(src)
+    try:
+        time.sleep(2)
+        at_rest = agent.memory_kib()
+        with open(agent.auth, "a", encoding="utf-8") as log:
+            for n in range(flood):
+                log.write(_failure(n, f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with open(agent.events, "rb") as fh:
+                if sum(b'"login-failed"' in line for line in fh) >= flood:
+                    break
+            time.sleep(0.2)
+        flooded = agent.memory_kib()
+    finally:
+        agent.stop()
+    return {"at rest": at_rest, f"after {flood} failures": flooded}
+
+
+@app.command("latency")
+def latency_command(
+    bursts: Annotated[
+        int, typer.Option(help="Bursts of 5 failures, each from a new source.", min=1)
+    ] = 10,
+    agent_src: Annotated[
+        Path | None, typer.Option("--agent-src", help="The agent's src/ directory.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Detection latency: the crossing log line to the alert record, the agent as a process."""
+    figures = measure_latency(agent_src or default_agent_src(), bursts)
+    _print(figures, as_json)
+
+
+@app.command("memory")
+def memory_command(
+    flood: Annotated[int, typer.Option(help="Failed logins from distinct sources.", min=1)] = 20000,
+    agent_src: Annotated[
+        Path | None, typer.Option("--agent-src", help="The agent's src/ directory.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """RSS of the agent at rest and after a flood of failed logins."""
+    result = measure_memory(agent_src or default_agent_src(), flood)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    table = Table(
+        title=f"agent memory (python {sys.version.split()[0]}, host {os.uname().release})"
+    )
+    for column in ("when", "VmRSS MiB", "VmHWM MiB"):
+        table.add_column(column)
+    for when, kib in result.items():
+        table.add_row(when, f"{kib['VmRSS'] / 1024:.1f}", f"{kib['VmHWM'] / 1024:.1f}")
+    Console().print(table)
+
+
+def _print(figures: Figures, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({**asdict(figures), **figures.summary}))
+        return
+    summary = figures.summary
+    Console().print(
+        f"{figures.name}: median {summary['median']} {figures.unit} "
+        f"(min {summary['min']}, max {summary['max']}, {len(figures.samples)} samples)"
+    )
