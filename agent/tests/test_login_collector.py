@@ -316,3 +316,16 @@ def test_burst_written_while_the_agent_was_down_raises_one_alert_in_its_time(
     assert alert["time"] == rfc3339(T0 + 40)
     assert alert["observed"] == rfc3339(T0 + 605)  # the clock started at 08:00:05
     assert alert["payload"]["first_seen"] == rfc3339(T0)
+
+
+def test_init_reaping_a_getty_is_not_a_logout(tmp_path: Path, agent: Any) -> None:
+    """sysvinit writes DEAD_PROCESS records without a user for gettys and boot entries
+    (host: the kernel release): there was no session, so there is no logout event."""
+    layout = utmp.layout_for_machine()
+    reaped = utmp.UtmpRecord(
+        utmp.DEAD_PROCESS, 721, "", "", "", "6.1.0-57-amd64", 0, int(T0), 0, None
+    )
+    append(tmp_path / "wtmp", utmp.encode(reaped, layout))
+    agent.advance(0.6)
+    assert logins(tmp_path) == []
+    assert agent.collectors[0].statistics()["dead-process-without-session"] == 1

@@ -7,7 +7,9 @@ temporary auth log, and prints figures for docs/benchmarks.md:
 - `latency`: the time from appending the line that crosses the brute-force threshold to
   the alert record in events.jsonl, over several bursts, each from a new source address;
 - `memory`: VmRSS and VmHWM of the running agent at rest, then after a flood of failed
-  logins from distinct sources.
+  logins from distinct sources;
+- `guest-memory`: the packaged agent in a booted quick image (the packaged configuration,
+  the real service), restarted several times: RSS and PSS of each start.
 """
 
 from __future__ import annotations
@@ -230,4 +232,55 @@ def _print(figures: Figures, as_json: bool) -> None:
     Console().print(
         f"{figures.name}: median {summary['median']} {figures.unit} "
         f"(min {summary['min']}, max {summary['max']}, {len(figures.samples)} samples)"
+    )
+
+
+def measure_guest_memory(
+    profile: str, restarts: int, settle: float, deb: Path | None = None
+) -> list[dict[str, float]]:
+    """RSS/PSS (MiB) of the packaged agent in PROFILE's image, once per (re)start."""
+    from defender_tools import guest_agent
+    from defender_tools.agent_package import build_agent_deb
+    from defender_tools.images.debian import build_image, image_dir_name
+    from defender_tools.qemu_runner import Guest
+
+    root = Path(__file__).resolve().parents[3]
+    package = deb or build_agent_deb(root / "build" / "dist")
+    name = image_dir_name(profile) + ("-bench" if deb else "")
+    image = build_image(root / "build" / "images" / name, [package], profile=profile)
+    samples: list[dict[str, float]] = []
+    with Guest(image.conf) as guest:
+        guest_agent.wait_for_service(guest)
+        for n in range(restarts):
+            if n:
+                guest_agent.stop_service(guest)
+                guest_agent.start_service(guest)
+                guest_agent.wait_for_service(guest)
+            time.sleep(settle)
+            memory = guest_agent.agent_memory(guest)
+            samples.append({"rss_mib": memory.rss_mib, "pss_mib": memory.pss_mib})
+    return samples
+
+
+@app.command("guest-memory")
+def guest_memory_command(
+    profile: Annotated[str, typer.Option(help="Image profile: standard or embedded.")] = "standard",
+    restarts: Annotated[int, typer.Option(help="Starts of the agent to measure.", min=1)] = 5,
+    settle: Annotated[float, typer.Option(help="Seconds after each start.", min=0)] = 10.0,
+    deb: Annotated[
+        Path | None, typer.Option("--deb", help="Measure this agent .deb instead of building one.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Memory of the packaged agent as the service runs it in a booted image (needs root)."""
+    samples = measure_guest_memory(profile, restarts, settle, deb)
+    if as_json:
+        typer.echo(json.dumps(samples))
+        return
+    rss = [s["rss_mib"] for s in samples]
+    pss = [s["pss_mib"] for s in samples]
+    Console().print(
+        f"{profile} image, {restarts} starts: VmRSS median {statistics.median(rss)} MiB "
+        f"({min(rss)}-{max(rss)}), Pss median {statistics.median(pss)} MiB "
+        f"({min(pss)}-{max(pss)})"
     )

@@ -254,6 +254,10 @@ class LoginCollector:
                 self._from_utmp("login", rec, "wtmp")
             elif rec.type == utmp.DEAD_PROCESS:
                 user = rec.user or self._tty_user.pop(rec.line, "")
+                if not user:
+                    # init reaping a getty or a boot-time entry: no session ended
+                    self._count("dead-process-without-session")
+                    continue
                 self._from_utmp("logout", rec._replace(user=user), "wtmp")
 
     def _on_btmp(self, data: bytes) -> None:
