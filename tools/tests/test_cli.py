@@ -19,7 +19,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_command_module_is_registered() -> None:
     names = [m.__name__.rsplit(".", 1)[-1] for m in cli.COMMANDS]
-    assert names == ["image", "qemu", "demo", "pythons"]
+    assert names == ["image", "qemu", "demo", "bench", "pythons"]
     help_text = _run("--help").stdout
     for name in names:
         assert name in help_text
