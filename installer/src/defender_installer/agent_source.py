@@ -78,44 +78,12 @@ def locate_agent_source(explicit: Path | None, start: Path | None = None) -> Pat
     )
 
 
-def read_collectors(registry: Path) -> tuple[str, ...]:
-    """`ALL_COLLECTORS` from the agent's registry module, read without importing it."""
-    try:
-        tree = ast.parse(registry.read_text(encoding="utf-8"), filename=str(registry))
-    except OSError as exc:
-        raise UserError(f"{registry}: cannot read collector registry: {exc.strerror}") from exc
-    except SyntaxError as exc:
-        raise UserError(f"{registry}:{exc.lineno}: syntax error: {exc.msg}") from exc
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets = [node.target]
-        else:
-            continue
-        if not any(isinstance(t, ast.Name) and t.id == "ALL_COLLECTORS" for t in targets):
-            continue
-        assert node.value is not None
-        try:
-            value = ast.literal_eval(node.value)
-        except ValueError as exc:
-            raise UserError(f"{registry}: ALL_COLLECTORS must be a literal tuple") from exc
-        if not isinstance(value, (tuple, list)) or not all(
-            isinstance(name, str) and _COLLECTOR_NAME.match(name) for name in value
-        ):
-            raise UserError(
-                f"{registry}: ALL_COLLECTORS must be a tuple of lower-case collector names"
-            )
-        return tuple(value)
-    raise UserError(f"{registry}: ALL_COLLECTORS not defined")
-
-
-def _literal_assignment(path: Path, name: str) -> str | None:
-    """The string assigned to NAME at the top of PATH (read with ast), else None."""
+def _assigned(path: Path, name: str, what: str) -> ast.expr | None:
+    """The expression assigned to NAME at the top level of PATH, parsed, never imported."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise UserError(f"{path}: cannot read {what}: {exc.strerror}") from exc
     except SyntaxError as exc:
         raise UserError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
     for node in tree.body:
@@ -125,12 +93,32 @@ def _literal_assignment(path: Path, name: str) -> str | None:
             targets = [node.target]
         else:
             continue
-        if (
-            any(isinstance(t, ast.Name) and t.id == name for t in targets)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            return node.value.value
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return node.value
+    return None
+
+
+def read_collectors(registry: Path) -> tuple[str, ...]:
+    """`ALL_COLLECTORS` from the agent's registry module, read without importing it."""
+    node = _assigned(registry, "ALL_COLLECTORS", "collector registry")
+    if node is None:
+        raise UserError(f"{registry}: ALL_COLLECTORS not defined")
+    try:
+        value = ast.literal_eval(node)
+    except ValueError as exc:
+        raise UserError(f"{registry}: ALL_COLLECTORS must be a literal tuple") from exc
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(name, str) and _COLLECTOR_NAME.match(name) for name in value
+    ):
+        raise UserError(f"{registry}: ALL_COLLECTORS must be a tuple of lower-case collector names")
+    return tuple(value)
+
+
+def _literal_assignment(path: Path, name: str) -> str | None:
+    """The string assigned to NAME at the top of PATH (read with ast), else None."""
+    node = _assigned(path, name, f"{name}")
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
     return None
 
 
