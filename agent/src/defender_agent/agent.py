@@ -61,7 +61,7 @@ class Agent:
             self.pipeline.detectors.append((section, detector))
         elif kind == "outputs":
             output: Output = plugin  # type: ignore[assignment]
-            self.pipeline.outputs.append((section, output))
+            self.pipeline.add_output(section, output)
 
     @property
     def collectors(self) -> list[Collector]:

@@ -47,6 +47,7 @@ class Pipeline:
         self._queue: deque[Record] = deque()
         self._draining = False
         self.alerted = False  # an alert was written since the agent last looked
+        self._serialize = True
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -103,8 +104,13 @@ class Pipeline:
                 alert.time = record.time
             self._write(alert)
 
+    def add_output(self, section: str, output: Output) -> None:
+        self.outputs.append((section, output))
+        self._serialize = any(getattr(o, "needs_line", True) for _s, o in self.outputs)
+
     def _write(self, record: Record) -> None:
-        line = record.to_json(self.device_id)
+        # Serialised once for every output; skipped when none wants the line (replay).
+        line = record.to_json(self.device_id) if self._serialize else ""
         for section, output in self.outputs:
             try:
                 output.write(record, line)

@@ -104,6 +104,7 @@ class LoginCollector:
         # sshd pids whose "Invalid user" btmp record was already set aside (btmp-only mode)
         self._invalid_pids: OrderedDict[int, bool] = OrderedDict()
         self._flush_timer: Timer | None = None
+        self._fed_auth = False
         self._flush_at = 0.0
 
     # --- lifecycle ----------------------------------------------------------------
@@ -138,7 +139,7 @@ class LoginCollector:
         self.counts[reason] = self.counts.get(reason, 0) + n
 
     def _auth_log_open(self) -> bool:
-        return any(f.is_open for f in self.auth_followers)
+        return self._fed_auth or any(f.is_open for f in self.auth_followers)
 
     # --- auth logs ----------------------------------------------------------------
     def _on_lines(self, lines: list[str]) -> None:
@@ -154,6 +155,16 @@ class LoginCollector:
                     self._count(fact)
                 continue
             self._on_fact(fact)
+
+    # --- replay: entries read by `defender-agent replay`, not by the followers -----
+    def feed_fact(self, fact: authlog.AuthFact) -> None:
+        """One parsed auth-log or journal entry, with the correlation live lines get."""
+        self._fed_auth = True  # utmp records now wait for their auth-log twins
+        self._on_fact(fact)
+
+    def feed_utmp(self, data: bytes, failed: bool) -> None:
+        """Whole utmp records: btmp's (failed=True) or wtmp's."""
+        (self._on_btmp if failed else self._on_wtmp)(data)
 
     def _on_fact(self, fact: authlog.AuthFact) -> None:
         kind = fact.kind

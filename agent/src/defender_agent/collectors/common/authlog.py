@@ -158,24 +158,28 @@ def parse_line(line: str, now: float) -> ParseResult:
     framed = syslog.parse(line.rstrip("\r\n"), now)
     if framed is None:
         return SKIP_NO_PREFIX
-    prog = framed.program
-    if prog in _SSHD_PROGRAMS:
+    return parse_entry(framed.program, framed.pid, framed.message, framed.time)
+
+
+def parse_entry(program: str, pid: int | None, message: str, when: float | None) -> ParseResult:
+    """One log entry already split from its framing (a syslog line's, or a journal
+    record's SYSLOG_IDENTIFIER, _PID, MESSAGE and realtime stamp)."""
+    if program in _SSHD_PROGRAMS:
         table, service = _SSHD, "sshd"
-    elif prog in _DROPBEAR_PROGRAMS:
+    elif program in _DROPBEAR_PROGRAMS:
         table, service = _DROPBEAR, "dropbear"
-    elif prog in _LOGIN_PROGRAMS:
+    elif program in _LOGIN_PROGRAMS:
         table, service = _LOGIN, "login"
     else:
         return SKIP_OTHER_PROGRAM
-    msg = framed.message
     repeat = 1
-    rm = _REPEAT.match(msg)
+    rm = _REPEAT.match(message)
     if rm is not None:
-        repeat, msg = max(1, min(int(rm.group("n")), 1000)), rm.group("msg").rstrip()
-    fact = parse_message(msg, service, table, framed.pid, repeat)
-    if isinstance(fact, str) or framed.time is None:
+        repeat, message = max(1, min(int(rm.group("n")), 1000)), rm.group("msg").rstrip()
+    fact = parse_message(message, service, table, pid, repeat)
+    if isinstance(fact, str) or when is None:
         return fact
-    return fact._replace(time=framed.time)
+    return fact._replace(time=when)
 
 
 MAX_USER = 64  # user names are attacker-chosen: longer ones are cut (and marked)

@@ -105,17 +105,41 @@ def bsd(month_name: str, day: int, hms: str, fraction: str | None, now: float) -
     return stamp + _fraction(fraction)
 
 
+_MINUTES: dict[str, float | None] = {}  # "YYYY-MM-DDTHH:MM|zone" -> epoch of that minute
+_MINUTES_MAX = 64
+
+
 def iso(text: str) -> float | None:
-    """ISO 8601 / RFC 3339 date-time -> epoch; local time when it carries no zone."""
+    """ISO 8601 / RFC 3339 date-time -> epoch; local time when it carries no zone.
+
+    Lines of one log share their minutes: the epoch of a minute (and zone) is computed
+    once and kept in a small table, so most stamps cost one match and two int()s.
+    """
     m = _ISO.match(text)
     if m is None:
         return None
-    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
-    fraction = _fraction(m.group(7))
+    zone = m.group(8)
+    # a zoneless stamp is local time: the key holds the zone the C library uses now
+    key = f"{text[:16]}|{zone or time.tzname}"
+    base = _MINUTES.get(key, -1.0)
+    if base == -1.0:
+        base = _minute(m)
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[key] = base
+    second = int(m.group(6))
+    if base is None or second > 60:
+        return None
+    return base + second + _fraction(m.group(7))
+
+
+def _minute(m: re.Match[str]) -> float | None:
+    """The epoch of the stamp's minute (second 0), or None when it names no real time."""
+    year, month, day, hour, minute = (int(m.group(i)) for i in range(1, 6))
+    second = 0
     zone = m.group(8)
     if zone is None:
-        stamp = local(year, month, day, hour, minute, second)
-        return None if stamp is None else stamp + fraction
+        return local(year, month, day, hour, minute, second)
     if not _valid(year, month, day, hour, minute, second):
         return None
     offset = 0
@@ -125,7 +149,7 @@ def iso(text: str) -> float | None:
         if hours > 23 or minutes > 59:
             return None
         offset = (hours * 3600 + minutes * 60) * (1 if zone[0] == "+" else -1)
-    return utc(year, month, day, hour, minute, second + fraction) - offset
+    return utc(year, month, day, hour, minute, second) - offset
 
 
 def utmp(tv_sec: int, tv_usec: int) -> float | None:
