@@ -329,3 +329,99 @@ def test_init_reaping_a_getty_is_not_a_logout(tmp_path: Path, agent: Any) -> Non
     agent.advance(0.6)
     assert logins(tmp_path) == []
     assert agent.collectors[0].statistics()["dead-process-without-session"] == 1
+
+
+def _sshd(pid: int, message: str, second: int = 0) -> str:
+    return f"Nov 27 08:00:{second:02d} gw sshd[{pid}]: {message}\n"
+
+
+def test_an_ssh_agent_offering_wrong_keys_first_is_no_failure(tmp_path: Path, agent: Any) -> None:
+    """ssh-agent tries every key it holds; the right one comes fifth. One login, no
+    failure, no BruteForce: rejected keys of a user who then logs in are not attacks."""
+    lines = [
+        _sshd(500, f"Failed publickey for alice from 192.0.2.10 port 50000 ssh2: RSA SHA256:k{n}")
+        for n in range(5)
+    ]
+    lines.append(
+        _sshd(
+            500,
+            "Accepted publickey for alice from 192.0.2.10 port 50000 ssh2: ED25519 SHA256:right",
+        )
+    )
+    append(tmp_path / "auth.log", "".join(lines))
+    agent.advance(200)
+    assert [e["event"] for e in logins(tmp_path)] == ["login"]
+    assert alerts(tmp_path) == []
+    assert agent.collectors[0].statistics()["publickey-rejected-then-accepted"] == 1
+
+
+def test_a_pubkey_only_server_still_sees_the_attacker(tmp_path: Path, agent: Any) -> None:
+    """With PasswordAuthentication no, an attacker trying names leaves only "Invalid
+    user" and a preauth disconnect per connection: each connection is one failure."""
+    lines = []
+    for n in range(6):
+        lines.append(_sshd(600 + n, f"Invalid user u{n} from 203.0.113.5 port {5000 + n}", n))
+        lines.append(
+            _sshd(
+                600 + n,
+                f"Connection closed by invalid user u{n} 203.0.113.5 port {5000 + n} [preauth]",
+                n,
+            )
+        )
+    append(tmp_path / "auth.log", "".join(lines))
+    agent.advance(1)
+    got = [(e["event"], e["user"], e["source"]) for e in logins(tmp_path)]
+    assert got == [("login-failed", f"u{n}", "203.0.113.5") for n in range(6)]
+    (alert,) = alerts(tmp_path)
+    assert alert["count"] == 5 and alert["users"] == [f"u{n}" for n in range(5)]
+
+
+def test_one_attempt_per_password_and_at_least_one_per_connection(
+    tmp_path: Path, agent: Any
+) -> None:
+    append(
+        tmp_path / "auth.log",
+        "".join(
+            [
+                # an unknown user, two passwords, the disconnect: two failures
+                _sshd(700, "Invalid user bob from 198.51.100.1 port 1"),
+                _sshd(700, "Failed password for invalid user bob from 198.51.100.1 port 1 ssh2"),
+                _sshd(700, "Failed password for invalid user bob from 198.51.100.1 port 1 ssh2"),
+                _sshd(700, "Connection closed by invalid user bob 198.51.100.1 port 1 [preauth]"),
+                # a real user whose keys were all refused, then gone: one failure
+                _sshd(701, "Failed publickey for root from 198.51.100.2 port 2 ssh2: RSA SHA256:x"),
+                _sshd(
+                    701, "Disconnected from authenticating user root 198.51.100.2 port 2 [preauth]"
+                ),
+                # too many keys offered: one failure, the disconnect adds none
+                _sshd(702, "Failed publickey for root from 198.51.100.3 port 3 ssh2: RSA SHA256:y"),
+                _sshd(
+                    702,
+                    "Disconnecting authenticating user root 198.51.100.3 port 3: "
+                    "Too many authentication failures [preauth]",
+                ),
+                _sshd(
+                    702,
+                    "Connection closed by authenticating user root 198.51.100.3 port 3 [preauth]",
+                ),
+            ]
+        ),
+    )
+    agent.advance(1)
+    got = [(e["user"], e["source"]) for e in logins(tmp_path)]
+    assert got == [
+        ("bob", "198.51.100.1"),
+        ("bob", "198.51.100.1"),
+        ("root", "198.51.100.2"),
+        ("root", "198.51.100.3"),
+    ]
+
+
+def test_an_unknown_user_whose_connection_just_ends_counts_once(tmp_path: Path, agent: Any) -> None:
+    """No disconnect line at all (the client vanished; LoginGraceTime ends it)."""
+    append(tmp_path / "auth.log", _sshd(800, "Invalid user eve from 192.0.2.99 port 9"))
+    agent.advance(60)
+    assert logins(tmp_path) == []  # still within the login grace time
+    agent.advance(80)
+    assert [(e["user"], e["source"]) for e in logins(tmp_path)] == [("eve", "192.0.2.99")]
+    assert agent.collectors[0].statistics()["counted-at-grace-timeout"] == 1

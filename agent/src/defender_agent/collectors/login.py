@@ -39,6 +39,21 @@ MAX_TRACKED = 1024  # bound of every correlation table
 MAX_TWINS = 64  # attempts of one (user, source) remembered within one hold
 
 
+SSH_GRACE = 130.0  # OpenSSH's LoginGraceTime (120 s) and a margin: a connection is over
+
+
+class _SshConnection:
+    """What one OpenSSH connection (one sshd pid) has shown before it authenticated."""
+
+    __slots__ = ("counted", "deadline", "fact", "keys_rejected")
+
+    def __init__(self, fact: authlog.AuthFact, deadline: float) -> None:
+        self.fact = fact  # the newest line: who, from where, when
+        self.counted = 0  # failures already emitted for this connection
+        self.keys_rejected = 0  # "Failed publickey": not a failure unless nothing follows
+        self.deadline = deadline
+
+
 class _Pending:
     __slots__ = ("deadline", "key", "kind", "record")
 
@@ -105,6 +120,8 @@ class LoginCollector:
         self._invalid_pids: OrderedDict[int, bool] = OrderedDict()
         self._flush_timer: Timer | None = None
         self._fed_auth = False
+        # OpenSSH connections by pid, until they authenticate or close
+        self._ssh: OrderedDict[int, _SshConnection] = OrderedDict()
         self._flush_at = 0.0
 
     # --- lifecycle ----------------------------------------------------------------
@@ -169,6 +186,8 @@ class LoginCollector:
     def _on_fact(self, fact: authlog.AuthFact) -> None:
         kind = fact.kind
         pid = fact.pid
+        if fact.service == "sshd" and pid is not None and self._ssh_connection(fact, pid):
+            return
         if fact.service == "dropbear" and pid is not None:
             if kind == "child-connection" and fact.source:
                 self._remember(self._db_addr, pid, (fact.source, fact.port))
@@ -219,6 +238,76 @@ class LoginCollector:
             self._emit_auth(fact, "logout")
         else:
             self._count(f"noted-{kind}", fact.repeat)  # enumeration and preauth facts
+
+    def _ssh_connection(self, fact: authlog.AuthFact, pid: int) -> bool:
+        """Count OpenSSH attempts per connection; True when the fact is fully handled.
+
+        - A rejected public key is no failure by itself: ssh-agent offers every key it
+          has, and a user whose right key comes third is not an attacker. A connection
+          that never authenticates after rejected keys is one failure when it closes.
+        - A connection that ends before any password was tried ("Invalid user" then a
+          preauth disconnect, as on a server without password login) is one failure.
+        - Every failed password (or keyboard-interactive) is one failure, as before; a
+          connection's close adds nothing to those.
+        """
+        kind = fact.kind
+        conn = self._ssh.get(pid)
+        if kind == "invalid-user":
+            self._open_ssh(pid, fact)
+            self._absorb_twin("failed", (fact.user, fact.source))  # OpenSSH's btmp twin
+            return True
+        if kind == "failed" and fact.method == "publickey":
+            conn = conn or self._open_ssh(pid, fact)
+            conn.fact = fact
+            conn.keys_rejected += fact.repeat
+            self._count("publickey-rejected", fact.repeat)
+            return True
+        if kind == "failed":
+            conn = conn or self._open_ssh(pid, fact)
+            conn.counted += fact.repeat
+            return False
+        if kind == "accepted":
+            if conn is not None:
+                del self._ssh[pid]
+                if conn.keys_rejected:
+                    self._count("publickey-rejected-then-accepted")
+            return False
+        if kind in ("preauth-close", "max-attempts"):
+            if kind == "preauth-close":
+                self._ssh.pop(pid, None)
+            elif conn is None:
+                conn = self._open_ssh(pid, fact)
+            if conn is None or conn.counted == 0:
+                self._count(f"counted-at-{kind}")
+                self._emit_auth(fact._replace(kind="failed"), "failed")
+                if conn is not None:
+                    conn.counted = 1
+            return True
+        return False
+
+    def _open_ssh(self, pid: int, fact: authlog.AuthFact) -> _SshConnection:
+        deadline = self.clock.monotonic() + SSH_GRACE
+        conn = self._ssh[pid] = _SshConnection(fact, deadline)
+        self._ssh.move_to_end(pid)
+        self._bound(self._ssh)
+        self._schedule(deadline)
+        return conn
+
+    def _expire_ssh(self, now: float) -> float | None:
+        """Connections past the grace time without a close line: one failure each if they
+        showed an unknown user or rejected keys and nothing was counted. Returns the next
+        deadline."""
+        next_deadline = None
+        for pid in list(self._ssh):
+            conn = self._ssh[pid]
+            if conn.deadline > now:
+                next_deadline = min(next_deadline or conn.deadline, conn.deadline)
+                continue
+            del self._ssh[pid]
+            if conn.counted == 0:
+                self._count("counted-at-grace-timeout")
+                self._emit_auth(conn.fact._replace(kind="failed"), "failed")
+        return next_deadline
 
     def _emit_auth(self, fact: authlog.AuthFact, kind: str, observed: float | None = None) -> None:
         event = {"failed": "login-failed", "login": "login", "logout": "logout"}[kind]
@@ -429,6 +518,10 @@ class LoginCollector:
                 next_deadline = min(next_deadline or rest[0][0], rest[0][0])
             else:
                 del self._db_held[pid]
+        if not force:  # at a stop, open connections are left to the next run's lines
+            ssh_deadline = self._expire_ssh(now)
+            if ssh_deadline is not None:
+                next_deadline = min(next_deadline or ssh_deadline, ssh_deadline)
         if next_deadline is not None and not force:
             self._schedule(next_deadline)
 

@@ -47,7 +47,8 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "preauth-close",
         re.compile(
-            rf"Connection (?:closed|reset) by (?:authenticating|invalid) user {_USER} {_ADDR} "
+            r"(?:Connection (?:closed|reset) by|Disconnected from) (?:authenticating|invalid) "
+            rf"user {_USER} {_ADDR} "
             r"port (?P<port>\d{1,5})$"
         ),
     ),
@@ -56,6 +57,13 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             rf"maximum authentication attempts exceeded for (?P<invalid>invalid user )?{_USER} "
             rf"from {_ADDR} port (?P<port>\d{{1,5}})(?: ssh\d?)?$"
+        ),
+    ),
+    (
+        "max-attempts",
+        re.compile(
+            rf"Disconnecting (?:authenticating|invalid) user {_USER} {_ADDR} "
+            r"port (?P<port>\d{1,5}): Too many authentication failures$"
         ),
     ),
     ("logout", re.compile(rf"Disconnected from user {_USER} {_ADDR} port (?P<port>\d{{1,5}})$")),
