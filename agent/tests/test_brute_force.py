@@ -78,9 +78,41 @@ def test_near_miss_four_failures() -> None:
     assert feed(det, [failure(i) for i in range(4)]) == []
 
 
-def test_failures_spread_beyond_window_never_alert() -> None:
-    det = detector(max_failures=5, window=60)
+def test_failures_spread_beyond_window_are_no_fast_burst() -> None:
+    det = detector(max_failures=5, window=60, slow_max_failures=0)
     assert feed(det, [failure(i * 16) for i in range(10)]) == []  # 5 span 64 s > 60 s
+
+
+def test_a_slow_attacker_raises_brute_force_slow_once() -> None:
+    """One guess every 30 s: never 5 in a minute, but 10 in 10 minutes."""
+    det = detector(max_failures=5, window=60, slow_max_failures=10, slow_window=600)
+    alerts = feed(det, [failure(i * 30) for i in range(30)])
+    assert [a["name"] for a in alerts] == ["BruteForceSlow"]
+    assert alerts[0]["count"] == 10 and alerts[0]["last_seen"] > alerts[0]["first_seen"]
+    # quiet for longer than the slow window: the next slow attack is a new incident
+    assert [a["name"] for a in feed(det, [failure(2000 + i * 30) for i in range(10)])] == [
+        "BruteForceSlow"
+    ]
+
+
+def test_a_fast_burst_is_not_reported_again_as_slow() -> None:
+    det = detector(max_failures=5, window=60, slow_max_failures=10, slow_window=600)
+    alerts = feed(det, [failure(i) for i in range(12)])
+    assert [a["name"] for a in alerts] == ["BruteForce"]
+    assert det.statistics()["slow_within_fast"] == 1
+
+
+def test_many_user_names_from_one_source_is_user_enumeration() -> None:
+    det = detector(max_failures=50, window=60, enumeration_users=5, enumeration_window=600)
+    names = ["root", "admin", "root", "pi", "ubnt", "oracle", "test", "git"]
+    alerts = feed(det, [failure(i * 20, user=name) for i, name in enumerate(names)])
+    (alert,) = alerts
+    assert (alert["name"], alert["severity"]) == ("UserEnumeration", "medium")
+    assert alert["users"] == ["admin", "oracle", "pi", "root", "ubnt"]
+    # one user mistyping a password many times is no enumeration
+    det2 = detector(max_failures=50, window=60, enumeration_users=5)
+    repeated = feed(det2, [failure(i * 20, user="alice") for i in range(20)])
+    assert "UserEnumeration" not in [a["name"] for a in repeated]
 
 
 def test_new_burst_after_quiet_window_alerts_again() -> None:

@@ -372,8 +372,10 @@ def test_a_pubkey_only_server_still_sees_the_attacker(tmp_path: Path, agent: Any
     agent.advance(1)
     got = [(e["event"], e["user"], e["source"]) for e in logins(tmp_path)]
     assert got == [("login-failed", f"u{n}", "203.0.113.5") for n in range(6)]
-    (alert,) = alerts(tmp_path)
-    assert alert["count"] == 5 and alert["users"] == [f"u{n}" for n in range(5)]
+    brute, enumeration = alerts(tmp_path)
+    assert brute["name"] == "BruteForce" and brute["count"] == 5
+    assert brute["users"] == [f"u{n}" for n in range(5)]
+    assert enumeration["name"] == "UserEnumeration" and enumeration["count"] == 5
 
 
 def test_one_attempt_per_password_and_at_least_one_per_connection(

@@ -34,14 +34,33 @@ MAX_USERS = 16  # users listed in one alert
 # without the characters of its user name. Used to keep the table under `max_bytes`.
 COST_SOURCE = 400
 COST_FAILURE = 120
+COST_TIME = 32  # a float in the slow rule's list
 MAX_RAISED = 256  # incidents remembered (and saved) so a restart never raises one twice
 
 
 class _Source:
-    __slots__ = ("alerted", "burst", "cost", "failures", "last_seen", "service", "touched")
+    __slots__ = (
+        "alerted",
+        "burst",
+        "cost",
+        "enum_alerted",
+        "failures",
+        "fast_at",
+        "last_seen",
+        "names",
+        "service",
+        "slow",
+        "slow_alerted",
+        "touched",
+    )
 
     def __init__(self, key: str) -> None:
         self.cost = COST_SOURCE + len(key)
+        self.slow: list[float] = []  # newest `slow_max_failures` failure times, in order
+        self.slow_alerted = False
+        self.fast_at: float | None = None  # event time of this incident's BruteForce
+        self.names: dict[str, float] = {}  # user name -> newest failure time (enumeration)
+        self.enum_alerted = False
         self.failures: list[tuple[float, str | None]] = []  # (event time, user), oldest first
         self.alerted = False
         self.burst = 0  # failures since the source was last quiet for a window
@@ -61,6 +80,10 @@ class BruteForceDetector:
         success_window: float = 600.0,
         max_sources: int = 4096,
         max_bytes: int = 1 << 20,
+        slow_max_failures: int = 10,
+        slow_window: float = 600.0,
+        enumeration_users: int = 5,
+        enumeration_window: float = 600.0,
     ) -> None:
         self.ctx = ctx
         self.clock = ctx.clock
@@ -69,6 +92,10 @@ class BruteForceDetector:
         self.success_window = success_window
         self.max_sources = max_sources
         self.max_bytes = max_bytes
+        self.slow_max_failures = slow_max_failures
+        self.slow_window = slow_window
+        self.enumeration_users = enumeration_users
+        self.enumeration_window = enumeration_window
         self._bytes = 0
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self._prune_timer: Timer | None = None
@@ -82,11 +109,14 @@ class BruteForceDetector:
             "evicted": 0,
             "pruned": 0,
             "replayed": 0,
+            "slow_alerts": 0,
+            "slow_within_fast": 0,
+            "enumeration_alerts": 0,
         }
 
     # --- plugin contract ----------------------------------------------------------
     def start(self) -> None:
-        every = max(self.window, self.success_window)
+        every = self._longest()
         self._prune_timer = self.ctx.call_every(every, self._prune)
 
     def stop(self) -> None:
@@ -163,11 +193,24 @@ class BruteForceDetector:
             self.counts["late"] += 1  # from a backlog: it can only burst with its own kind
         state = self._state(key)
         state.touched = self.clock.monotonic()
-        if when - state.last_seen > self.window:
+        quiet = when - state.last_seen
+        if quiet > self.window:
             state.alerted = False  # quiet for a whole window: a new burst may alert again
             state.burst = 0
+        if quiet > self.slow_window:
+            state.slow_alerted = False
+            state.fast_at = None
+        if quiet > self.enumeration_window:
+            state.enum_alerted = False
         state.burst += 1
         state.last_seen = max(state.last_seen, when)
+        alerts = self._slow(key, state, source, service, when)
+        alerts += self._enumeration(key, state, source, service, user, when)
+        return self._fast(key, state, source, service, user, when) + alerts
+
+    def _fast(
+        self, key: str, state: _Source, source: Any, service: str, user: Any, when: float
+    ) -> list[Record]:
         state.service = service
         failures = state.failures
         at = len(failures)
@@ -190,6 +233,7 @@ class BruteForceDetector:
         if last - first > self.window:
             return []
         state.alerted = True
+        state.fast_at = last
         incident = f"BruteForce {key}"
         raised = self._raised.get(incident)
         if raised is not None and last <= raised + self.window:
@@ -219,6 +263,121 @@ class BruteForceDetector:
                 last,
             )
         ]
+
+    def _slow(
+        self, key: str, state: _Source, source: Any, service: str, when: float
+    ) -> list[Record]:
+        """BruteForceSlow: `slow_max_failures` within `slow_window`, the attacker who keeps
+        under the fast rule (one guess every 30 s never makes 5 in a minute)."""
+        if self.slow_max_failures <= 0:
+            return []
+        times = state.slow
+        at = len(times)
+        while at and times[at - 1] > when:
+            at -= 1
+        times.insert(at, when)
+        state.cost += COST_TIME
+        self._bytes += COST_TIME
+        if len(times) > self.slow_max_failures:
+            del times[0]
+            state.cost -= COST_TIME
+            self._bytes -= COST_TIME
+        if state.slow_alerted or len(times) < self.slow_max_failures:
+            return []
+        first, last = times[0], times[-1]
+        if last - first > self.slow_window:
+            return []
+        state.slow_alerted = True
+        if state.fast_at is not None and last - state.fast_at <= self.slow_window:
+            self.counts["slow_within_fast"] += 1  # the fast alert already told this story
+            return []
+        incident = f"BruteForceSlow {key}"
+        raised = self._raised.get(incident)
+        if raised is not None and last <= raised + self.slow_window:
+            self.counts["replayed"] += 1
+            return []
+        self._remember(incident, last)
+        self.counts["slow_alerts"] += 1
+        where = source if source else f"local {service}"
+        return [
+            Record(
+                "alert",
+                {
+                    "name": "BruteForceSlow",
+                    "severity": "low",
+                    "description": (
+                        f"{len(times)} failed {service} logins from {where} within "
+                        f"{last - first:.0f} s, spaced to stay under the fast threshold"
+                    ),
+                    "source": source if source else None,
+                    "count": len(times),
+                    "first_seen": rfc3339(first),
+                    "last_seen": rfc3339(last),
+                    "service": service,
+                },
+                last,
+            )
+        ]
+
+    def _enumeration(
+        self, key: str, state: _Source, source: Any, service: str, user: Any, when: float
+    ) -> list[Record]:
+        """UserEnumeration: `enumeration_users` distinct user names from one source within
+        `enumeration_window` (name lists; a person who mistypes tries one or two)."""
+        if self.enumeration_users <= 0 or user is None:
+            return []
+        names = state.names
+        name = str(user)
+        if name not in names:
+            state.cost += COST_FAILURE + len(name)
+            self._bytes += COST_FAILURE + len(name)
+        names[name] = max(names.get(name, when), when)
+        horizon = when - self.enumeration_window
+        for old in [n for n, t in names.items() if t < horizon]:
+            del names[old]
+            state.cost -= COST_FAILURE + len(old)
+            self._bytes -= COST_FAILURE + len(old)
+        while len(names) > self.enumeration_users:  # only the newest count; memory bounded
+            oldest = min(names, key=names.__getitem__)
+            del names[oldest]
+            state.cost -= COST_FAILURE + len(oldest)
+            self._bytes -= COST_FAILURE + len(oldest)
+        if state.enum_alerted or len(names) < self.enumeration_users:
+            return []
+        state.enum_alerted = True
+        first, last = min(names.values()), max(names.values())
+        incident = f"UserEnumeration {key}"
+        raised = self._raised.get(incident)
+        if raised is not None and last <= raised + self.enumeration_window:
+            self.counts["replayed"] += 1
+            return []
+        self._remember(incident, last)
+        self.counts["enumeration_alerts"] += 1
+        users = sorted(names)[:MAX_USERS]
+        where = source if source else f"local {service}"
+        return [
+            Record(
+                "alert",
+                {
+                    "name": "UserEnumeration",
+                    "severity": "medium",
+                    "description": (
+                        f"{len(names)} user names tried over {service} from {where} within "
+                        f"{last - first:.0f} s (users: {', '.join(users)})"
+                    ),
+                    "source": source if source else None,
+                    "users": users,
+                    "count": len(names),
+                    "first_seen": rfc3339(first),
+                    "last_seen": rfc3339(last),
+                    "service": service,
+                },
+                last,
+            )
+        ]
+
+    def _longest(self) -> float:
+        return max(self.window, self.success_window, self.slow_window, self.enumeration_window)
 
     def _success(self, key: str, source: Any, service: str, user: Any, when: float) -> list[Record]:
         state = self._sources.get(key)
@@ -265,7 +424,7 @@ class BruteForceDetector:
     def _prune(self) -> None:
         """Forget sources idle (by the clock) longer than either window: nothing they
         remember can still join a burst or a BruteForceSuccess from live events."""
-        idle = self.clock.monotonic() - max(self.window, self.success_window)
+        idle = self.clock.monotonic() - self._longest()
         stale = [key for key, state in self._sources.items() if state.touched < idle]
         for key in stale:
             self._forget(key)
@@ -280,6 +439,10 @@ def create(ctx: Context, section: dict[str, Any], state: dict[str, Any]) -> Brut
         success_window=float(section["success_window"]),
         max_sources=int(section["max_sources"]),
         max_bytes=int(section["max_bytes"]),
+        slow_max_failures=int(section["slow_max_failures"]),
+        slow_window=float(section["slow_window"]),
+        enumeration_users=int(section["enumeration_users"]),
+        enumeration_window=float(section["enumeration_window"]),
     )
     detector.restore(state)
     return detector
