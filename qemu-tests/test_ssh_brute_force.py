@@ -25,6 +25,7 @@ from defender_tools.scenarios import (
     LoginAfterGuessing,
     PasswordGuessing,
     Scenario,
+    UserEnumeration,
 )
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(1200)]
@@ -46,3 +47,7 @@ def test_login_after_guessing_raises_brute_force_success(guest: Guest, profile: 
 
 def test_attack_while_stopped_is_reported_after_restart(guest: Guest, profile: Profile) -> None:
     _play(BacklogAfterRestart(user="deploy", attempts=6), guest, profile)
+
+
+def test_many_user_names_raise_user_enumeration(guest: Guest, profile: Profile) -> None:
+    _play(UserEnumeration(), guest, profile)

@@ -290,3 +290,39 @@ def test_the_agent_is_started_again_when_the_attack_fails() -> None:
     assert "/etc/init.d/defender-agent stop" in controls[0]
     assert "systemctl start defender-agent.service" in controls[-1]
     assert "/etc/init.d/defender-agent start" in controls[-1]
+
+
+# --- (d) user enumeration ------------------------------------------------------------------
+
+
+def _enumeration(alert: dict[str, Any] | None, after: int) -> Any:
+    from defender_tools.scenarios.user_enumeration import EnumerationSeen
+
+    names = ["ubnt", "oracle", "guest", "pi", "test"]
+    stamps = [T0 + 3 * n for n in range(5)]
+    return EnumerationSeen(0, names, stamps, alert, T0 + 15, after)
+
+
+def test_user_enumeration_passes_on_one_medium_alert_naming_the_names() -> None:
+    from defender_tools.scenarios import UserEnumeration
+
+    alert = _alert(
+        "UserEnumeration",
+        T0 + 12,
+        severity="medium",
+        service="sshd",
+        users=["guest", "oracle", "pi", "test", "ubnt"],
+    )
+    result = UserEnumeration().judge(_enumeration(alert, 1), STANDARD)
+    assert result.passed, result.failures()
+    missing_names = dict(alert, payload={**alert["payload"], "users": ["deploy"]})
+    result = UserEnumeration().judge(_enumeration(missing_names, 1), STANDARD)
+    assert _failed(result) == ["users include at least 4 of the names tried"]
+
+
+def test_dropbear_claims_no_enumeration_it_cannot_see() -> None:
+    from defender_tools.scenarios import UserEnumeration
+
+    assert UserEnumeration().judge(_enumeration(None, 0), EMBEDDED).passed
+    seen = _enumeration(_alert("UserEnumeration", T0 + 12), 1)
+    assert _failed(UserEnumeration().judge(seen, EMBEDDED)) == ["no UserEnumeration"]

@@ -9,6 +9,7 @@ from defender_tools.scenarios.backlog_after_restart import BacklogAfterRestart
 from defender_tools.scenarios.base import Check, Scenario, ScenarioResult
 from defender_tools.scenarios.login_after_guessing import LoginAfterGuessing
 from defender_tools.scenarios.password_guessing import PasswordGuessing
+from defender_tools.scenarios.user_enumeration import UserEnumeration
 
 __all__ = [
     "BacklogAfterRestart",
@@ -17,4 +18,5 @@ __all__ = [
     "PasswordGuessing",
     "Scenario",
     "ScenarioResult",
+    "UserEnumeration",
 ]

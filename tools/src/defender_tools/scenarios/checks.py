@@ -20,6 +20,7 @@ SETTLE_S = 2.0  # after an alert, a duplicate would show up within this
 SCHEMA = "defender/1"
 BRUTE_FORCE = "BruteForce"
 BRUTE_FORCE_SUCCESS = "BruteForceSuccess"
+USER_ENUMERATION = "UserEnumeration"
 
 Alert = dict[str, Any]
 
@@ -159,3 +160,14 @@ def observed_after(alert: Alert, restarted: float, slack: float = CLOCK_TOLERANC
         return Check(name, False, _not_a_time(alert, "observed"))
     detail = f"observed {_utc(when)}, restart {_utc(restarted)} (host)"
     return Check(name, when >= restarted - slack, detail)
+
+
+def users_include(alert: Alert, names: list[str], at_least: int) -> Check:
+    """The alert names at least AT_LEAST of NAMES among its `users`."""
+    users = _payload(alert).get("users")
+    found = [n for n in names if isinstance(users, list) and n in users]
+    return Check(
+        f"users include at least {at_least} of the names tried",
+        len(found) >= at_least,
+        f"got {users!r}",
+    )
