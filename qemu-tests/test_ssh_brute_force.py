@@ -22,6 +22,7 @@ from defender_tools.images.debian import Profile
 from defender_tools.qemu_runner import Guest
 from defender_tools.scenarios import (
     BacklogAfterRestart,
+    KeysThenLogin,
     LoginAfterGuessing,
     PasswordGuessing,
     Scenario,
@@ -51,3 +52,7 @@ def test_attack_while_stopped_is_reported_after_restart(guest: Guest, profile: P
 
 def test_many_user_names_raise_user_enumeration(guest: Guest, profile: Profile) -> None:
     _play(UserEnumeration(), guest, profile)
+
+
+def test_wrong_keys_before_the_right_one_are_no_failures(guest: Guest, profile: Profile) -> None:
+    _play(KeysThenLogin(), guest, profile)

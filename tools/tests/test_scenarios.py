@@ -326,3 +326,16 @@ def test_dropbear_claims_no_enumeration_it_cannot_see() -> None:
     assert UserEnumeration().judge(_enumeration(None, 0), EMBEDDED).passed
     seen = _enumeration(_alert("UserEnumeration", T0 + 12), 1)
     assert _failed(UserEnumeration().judge(seen, EMBEDDED)) == ["no UserEnumeration"]
+
+
+# --- (e) wrong keys, then the right one ----------------------------------------------------
+
+
+def test_keys_then_login_passes_only_without_new_failures() -> None:
+    from defender_tools.scenarios import KeysThenLogin
+    from defender_tools.scenarios.keys_then_login import KeysSeen
+
+    assert KeysThenLogin().judge(KeysSeen(20, 4, True, 20), STANDARD).passed
+    counted = KeysThenLogin().judge(KeysSeen(20, 4, True, 24), STANDARD)
+    assert _failed(counted) == ["no failed login recorded"]
+    assert "4 new login-failed events" in counted.failures()

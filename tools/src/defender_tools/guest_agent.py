@@ -190,6 +190,14 @@ def last_event_time(guest: Guest, event: str, source: str) -> float | None:
     return newest
 
 
+def count_events(guest: Guest, event: str) -> int:
+    """How many EVENT records the agent's events file (and its backups) hold."""
+    pattern = shlex.quote(f'"event":"{event}"')
+    cmd = f"cat {EVENTS}.3 {EVENTS}.2 {EVENTS}.1 {EVENTS} 2>/dev/null | grep -cF {pattern}"
+    _rc, out, _err = guest.ssh(cmd)
+    return int(out.strip() or 0)
+
+
 def service_state(guest: Guest) -> str:
     """The agent service's state: systemd's ActiveState, or active/inactive under sysvinit."""
     _rc, out, _err = guest.ssh(_STATE_SCRIPT)

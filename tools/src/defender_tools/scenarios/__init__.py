@@ -7,6 +7,7 @@ once; each story is one module; `ssh_brute_force` has the SSH password attempts 
 
 from defender_tools.scenarios.backlog_after_restart import BacklogAfterRestart
 from defender_tools.scenarios.base import Check, Scenario, ScenarioResult
+from defender_tools.scenarios.keys_then_login import KeysThenLogin
 from defender_tools.scenarios.login_after_guessing import LoginAfterGuessing
 from defender_tools.scenarios.password_guessing import PasswordGuessing
 from defender_tools.scenarios.user_enumeration import UserEnumeration
@@ -14,6 +15,7 @@ from defender_tools.scenarios.user_enumeration import UserEnumeration
 __all__ = [
     "BacklogAfterRestart",
     "Check",
+    "KeysThenLogin",
     "LoginAfterGuessing",
     "PasswordGuessing",
     "Scenario",
