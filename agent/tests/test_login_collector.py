@@ -427,3 +427,24 @@ def test_an_unknown_user_whose_connection_just_ends_counts_once(tmp_path: Path, 
     agent.advance(80)
     assert [(e["user"], e["source"]) for e in logins(tmp_path)] == [("eve", "192.0.2.99")]
     assert agent.collectors[0].statistics()["counted-at-grace-timeout"] == 1
+
+
+def test_a_user_sshd_refuses_counts_like_an_unknown_one(tmp_path: Path, agent: Any) -> None:
+    append(
+        tmp_path / "auth.log",
+        "".join(
+            [
+                _sshd(
+                    900,
+                    "User root from 198.51.100.20 port 7 not allowed because not "
+                    "listed in AllowUsers",
+                ),
+                _sshd(900, "Connection closed by invalid user root 198.51.100.20 port 7 [preauth]"),
+                _sshd(901, "ROOT LOGIN REFUSED FROM 198.51.100.21 port 8"),
+                _sshd(901, "Failed password for invalid user root from 198.51.100.21 port 8 ssh2"),
+                _sshd(901, "Connection closed by invalid user root 198.51.100.21 port 8 [preauth]"),
+            ]
+        ),
+    )
+    agent.advance(1)
+    assert [e["source"] for e in logins(tmp_path)] == ["198.51.100.20", "198.51.100.21"]

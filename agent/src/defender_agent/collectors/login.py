@@ -256,6 +256,9 @@ class LoginCollector:
             self._open_ssh(pid, fact)
             self._absorb_twin("failed", (fact.user, fact.source))  # OpenSSH's btmp twin
             return True
+        if kind == "not-allowed":  # AllowUsers and friends: like an unknown user
+            self._open_ssh(pid, fact)
+            return True
         if kind == "failed" and fact.method == "publickey":
             conn = conn or self._open_ssh(pid, fact)
             conn.fact = fact

@@ -29,8 +29,8 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "failed",
         re.compile(
-            rf"Failed (?P<method>\S{{1,64}}) for (?P<invalid>invalid user )?{_USER} from {_ADDR} "
-            r"port (?P<port>\d{1,5})(?: ssh\d?)?(?::.*)?$"
+            rf"Failed (?P<method>\S{{1,64}}) for (?P<invalid>invalid user )?{_USER} from {_ADDR}"
+            r"(?: port (?P<port>\d{1,5}))?(?: ssh\d?)?(?::.*)?$"
         ),
     ),
     (
@@ -43,6 +43,19 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "invalid-user",
         re.compile(rf"Invalid user {_USER} from {_ADDR}(?: port (?P<port>\d{{1,5}}))?$"),
+    ),
+    # AllowUsers/DenyUsers/AllowGroups/DenyGroups, a missing shell: sshd treats the user
+    # as invalid for the rest of the connection
+    (
+        "not-allowed",
+        re.compile(
+            rf"User {_USER} from {_ADDR}(?: port (?P<port>\d{{1,5}}))? not allowed because "
+            r"[a-z' ]{1,80}.{0,200}$"
+        ),
+    ),
+    (
+        "not-allowed",
+        re.compile(rf"ROOT LOGIN REFUSED FROM {_ADDR}(?: port (?P<port>\d{{1,5}}))?$"),
     ),
     (
         "preauth-close",
@@ -169,9 +182,16 @@ def parse_line(line: str, now: float) -> ParseResult:
     return parse_entry(framed.program, framed.pid, framed.message, framed.time)
 
 
+_SOLARIS_ID = re.compile(r"\[ID \d{1,10} [a-z0-9]{1,10}\.[a-z]{1,10}\] ")
+
+
 def parse_entry(program: str, pid: int | None, message: str, when: float | None) -> ParseResult:
     """One log entry already split from its framing (a syslog line's, or a journal
     record's SYSLOG_IDENTIFIER, _PID, MESSAGE and realtime stamp)."""
+    if message.startswith("[ID "):  # Solaris/illumos syslog: "[ID 800047 auth.info] ..."
+        tag = _SOLARIS_ID.match(message)
+        if tag is not None:
+            message = message[tag.end() :]
     if program in _SSHD_PROGRAMS:
         table, service = _SSHD, "sshd"
     elif program in _DROPBEAR_PROGRAMS:
