@@ -56,6 +56,33 @@ if TYPE_CHECKING:
 KINDS = ("collectors", "detectors", "outputs")
 
 
+class Quiet:
+    """Defaults for a plugin with no lifecycle of its own: nothing to start, stop, save
+    or report. Subclass it and write only the methods that do something."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def save_state(self) -> dict[str, Any]:
+        return {}
+
+    def statistics(self) -> dict[str, Any]:
+        return {}
+
+
+class QuietOutput(Quiet):
+    """An output that keeps no backlog and holds no file to reopen."""
+
+    def retry(self) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+
 class Registry:
     """The names of one kind of plugin, and which of them this build ships.
 

@@ -23,10 +23,11 @@ from collections import Counter
 from defender_agent.clock import ManualClock
 from defender_agent.collectors.common import authlog
 from defender_agent.model import Record
+from defender_agent.plugins import QuietOutput
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO, Callable
+    from typing import BinaryIO, Callable
 
     from defender_agent.agent import Agent
     from defender_agent.config import Config
@@ -49,7 +50,7 @@ class ReplayError(Exception):
     """A file that cannot be replayed: one line, exit status 2."""
 
 
-class _Collect:
+class _Collect(QuietOutput):
     """The replay's output: events counted by kind and alerts kept, or, with `echo`, every
     event and alert handed on as its JSON line as it happens (nothing kept: a million
     lines replay in constant memory)."""
@@ -71,21 +72,6 @@ class _Collect:
             return
         if self.echo is not None:
             self.echo(line)
-
-    def retry(self) -> None:
-        pass
-
-    def reopen(self) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def save_state(self) -> dict[str, Any]:
-        return {}
 
     def statistics(self) -> dict[str, int]:
         return {"alerts": len(self.alerts), **self.events}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from defender_agent.plugins import QuietOutput
+
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
@@ -12,7 +14,7 @@ if TYPE_CHECKING:
     from defender_agent.plugins import Context
 
 
-class StdoutOutput:
+class StdoutOutput(QuietOutput):
     name = "stdout"
 
     def __init__(self) -> None:
@@ -27,23 +29,11 @@ class StdoutOutput:
             return
         self.counts["written"] += 1
 
-    def retry(self) -> None:
-        pass
-
-    def reopen(self) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
     def stop(self) -> None:
         try:
             sys.stdout.flush()
         except (OSError, ValueError):
             pass
-
-    def save_state(self) -> dict[str, Any]:
-        return {}
 
     def statistics(self) -> dict[str, int]:
         return dict(self.counts)
