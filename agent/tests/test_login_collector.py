@@ -448,3 +448,36 @@ def test_a_user_sshd_refuses_counts_like_an_unknown_one(tmp_path: Path, agent: A
     )
     agent.advance(1)
     assert [e["source"] for e in logins(tmp_path)] == ["198.51.100.20", "198.51.100.21"]
+
+
+@pytest.mark.parametrize("mode", ["normal", "aggressive"])
+def test_scanners_count_only_in_aggressive_mode(
+    tmp_path: Path, cfg_factory: Callable[..., Any], start_agent: Any, mode: str
+) -> None:
+    """Key-exchange probes and `no matching ...` end before any login attempt: fail2ban
+    counts them only in its aggressive mode, and so does the agent (once per connection)."""
+    (tmp_path / "auth.log").write_text("")
+    agent = start_agent(cfg_factory(collectors__login={"mode": mode, "wtmp": "", "btmp": ""}))
+    append(
+        tmp_path / "auth.log",
+        "".join(
+            [
+                _sshd(950, "error: kex_exchange_identification: Connection closed by remote host"),
+                _sshd(950, "Connection closed by 192.0.2.50 port 1"),
+                _sshd(
+                    951,
+                    "Unable to negotiate with 192.0.2.51 port 2: no matching host key "
+                    "type found. Their offer: ssh-dss [preauth]",
+                ),
+                # a password attempt and its disconnect: one failure in either mode
+                _sshd(952, "Failed password for root from 192.0.2.52 port 3 ssh2"),
+                _sshd(952, "Connection closed by 192.0.2.52 port 3 [preauth]"),
+            ]
+        ),
+    )
+    agent.advance(1)
+    got = [e["source"] for e in logins(tmp_path)]
+    if mode == "normal":
+        assert got == ["192.0.2.52"]
+    else:
+        assert got == ["192.0.2.50", "192.0.2.51", "192.0.2.52"]

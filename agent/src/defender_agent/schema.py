@@ -128,6 +128,16 @@ SCHEMA: tuple[Key, ...] = (
     ),
     Key(
         "collectors.login",
+        "mode",
+        "enum",
+        "normal",
+        "normal: failed logins, refused users and connections that end at the login; "
+        "aggressive: also connections that end before any login attempt (key-exchange "
+        "failures, `no matching ...`, scanners), one failure per connection.",
+        choices=("normal", "aggressive"),
+    ),
+    Key(
+        "collectors.login",
         "utmp_layout",
         "enum",
         "auto",

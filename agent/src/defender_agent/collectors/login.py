@@ -71,6 +71,7 @@ class LoginCollector:
         self.ctx = ctx
         self.clock = ctx.clock
         self.hold = float(section["dedup_hold"])
+        self.aggressive = section.get("mode") == "aggressive"
         layout = section["utmp_layout"]
         self.layout = utmp.layout_for_machine() if layout == "auto" else layout
         size = utmp.LAYOUTS[self.layout].size
@@ -275,6 +276,15 @@ class LoginCollector:
                 if conn.keys_rejected:
                     self._count("publickey-rejected-then-accepted")
             return False
+        if kind == "scan":  # a connection that ended before any login attempt
+            if not self.aggressive:
+                self._count("noted-scan")
+                return True
+            if conn is None or conn.counted == 0:
+                self._count("counted-scan")
+                self._emit_auth(fact._replace(kind="failed"), "failed")
+            self._ssh.pop(pid, None)
+            return True
         if kind in ("preauth-close", "max-attempts"):
             if kind == "preauth-close":
                 self._ssh.pop(pid, None)

@@ -80,6 +80,26 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
     ("logout", re.compile(rf"Disconnected from user {_USER} {_ADDR} port (?P<port>\d{{1,5}})$")),
+    # Connections that end before any authentication attempt: scanners and kex probes.
+    # Failures only in the login collector's aggressive mode (fail2ban's `aggressive`).
+    ("scan", re.compile(rf"Connection (?:closed|reset) by {_ADDR} port (?P<port>\d{{1,5}})$")),
+    (
+        "scan",
+        re.compile(rf"Unable to negotiate with {_ADDR} port (?P<port>\d{{1,5}}): no matching .*$"),
+    ),
+    (
+        "scan",
+        re.compile(
+            rf"Received disconnect from {_ADDR} port (?P<port>\d{{1,5}}):14: "
+            r"No supported authentication methods available$"
+        ),
+    ),
+    (
+        "scan",
+        re.compile(
+            rf"Did not receive identification string from {_ADDR}(?: port (?P<port>\d{{1,5}}))?$"
+        ),
+    ),
     ("logout", re.compile(r"pam_unix\(sshd:session\): session closed for user (?P<user>\S+)$")),
     ("ignored", re.compile(r"pam_unix\(sshd:auth\)")),
 )
