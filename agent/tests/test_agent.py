@@ -16,7 +16,7 @@ from defender_agent import state as state_mod
 from defender_agent.agent import Agent
 from defender_agent.clock import Clock, ManualClock
 from defender_agent.model import Record
-from defender_agent.plugins import Context
+from defender_agent.plugins import Context, QuietOutput
 
 
 class _Broken:
@@ -52,7 +52,7 @@ class _Broken:
         return {}
 
 
-class _ListOutput:
+class _ListOutput(QuietOutput):
     name = "list"
 
     def __init__(self) -> None:
@@ -60,21 +60,6 @@ class _ListOutput:
 
     def write(self, record: Record, line: str) -> None:
         self.records.append(json.loads(line))
-
-    def retry(self) -> None:
-        pass
-
-    def reopen(self) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def save_state(self) -> dict[str, Any]:
-        return {}
 
     def statistics(self) -> dict[str, int]:
         return {"written": len(self.records)}

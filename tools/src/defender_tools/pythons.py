@@ -39,7 +39,13 @@ from rich.console import Console
 
 from defender_tools.errors import UserError
 from defender_tools.images.debian.sources import host_sources, mirror_lines
-from defender_tools.images.debian.steps import kill_group, mounts_under, remove_work_dir, tail
+from defender_tools.images.debian.steps import (
+    kill_group,
+    mounts_under,
+    remove_work_dir,
+    run_in_group,
+    tail,
+)
 
 # Oldest and newest: Debian 11 (Python 3.9), Debian 13 (3.13), sid (3.14, as Buildroot).
 DEFAULT_SUITES = ("bullseye", "trixie", "sid")
@@ -281,18 +287,7 @@ def _needs_root() -> None:
 
 
 def _mmdebstrap(cmd: list[str]) -> None:
-    # Own process group: on interrupt, mmdebstrap and its apt/dpkg children stop before
-    # the scratch tree is deleted.
-    proc = subprocess.Popen(
-        cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        output, _ = proc.communicate()
-    except BaseException:
-        kill_group(proc)
-        raise
-    if proc.returncode != 0:
-        raise UserError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail(output)}")
+    run_in_group(cmd, "mmdebstrap")
 
 
 def _chroot_python(rootfs: Path, code: str) -> str:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from defender_tools.errors import UserError
 from defender_tools.images.debian import overlay_files
 from defender_tools.images.debian.kernel import DOWNLOAD_HOOK, KERNEL_DEB_ENV
 from defender_tools.images.debian.profiles import OPERATOR_PASSWORD, OPERATOR_USER, Profile
-from defender_tools.images.debian.steps import kill_group, run, tail
+from defender_tools.images.debian.steps import run, run_in_group
 
 # Docs, man pages and translations are dead weight in a RAM-backed root.
 DPKG_OPTS = (
@@ -82,23 +81,8 @@ def mmdebstrap(
     """Bootstrap ROOTFS; the kernel package is downloaded into KERNEL_DIR on the way."""
     cmd = mmdebstrap_command(rootfs, suite, mirrors, packages, profile)
     env = dict(os.environ, **{KERNEL_DEB_ENV: str(kernel_dir)})
-    # Own process group: on interrupt, mmdebstrap AND its apt/dpkg children must stop before
-    # the scratch tree is deleted (mmdebstrap itself finishes the install on SIGINT).
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate()
-    except BaseException:
-        kill_group(proc)
-        raise
-    if proc.returncode != 0:
-        raise UserError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail(output)}")
+    # mmdebstrap itself finishes the install on SIGINT; its group is stopped instead
+    run_in_group(cmd, "mmdebstrap", env)
 
 
 # --- configuring the tree ------------------------------------------------------------------

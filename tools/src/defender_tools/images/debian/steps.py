@@ -45,6 +45,27 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
+def run_in_group(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    """Run CMD in a process group of its own: on an interrupt it and its children (apt,
+    dpkg under mmdebstrap) are stopped before the caller deletes their scratch tree; a
+    failure names WHAT with the tail of the output."""
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate()
+    except BaseException:
+        kill_group(proc)
+        raise
+    if proc.returncode != 0:
+        raise UserError(f"{what} failed (exit {proc.returncode}):\n{tail(output)}")
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below PATH (from /proc/self/mountinfo, octal escapes decoded)."""
     prefix = str(path.resolve())
