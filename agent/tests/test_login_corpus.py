@@ -2,7 +2,9 @@
 
 Every file in data/logins/ holds real log lines, each after a comment with the fact the
 parser must make of it: its kind and fields (`failed user=root source=10.0.2.2
-port=52712`), or `skip`. Supporting a new message form is one pattern in
+port=52712`), or `skip`. A file may also say, once, what the whole log amounts to once the
+collector has counted each attempt once (`# events: login-failed=9 login=1`); replay
+must produce exactly those events. Supporting a new message form is one pattern in
 collectors/common/authlog.py and one sample line here; this one test runs them all,
 through the parser and through `defender-agent replay`.
 """
@@ -28,6 +30,15 @@ def describe(result: authlog.ParseResult) -> str:
     return " ".join([result.kind, *(f for f in fields if not f.endswith("=None"))])
 
 
+def expected_events(path: Path) -> dict[str, int] | None:
+    """The file's `# events: kind=N ...` line, if it has one."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# events:"):
+            pairs = (item.split("=") for item in line.split(":", 1)[1].split())
+            return {kind: int(n) for kind, n in pairs}
+    return None
+
+
 def samples(path: Path) -> list[tuple[int, str, str]]:
     """(line number, expectation, line): every log line with the comment just above it."""
     out = []
@@ -35,6 +46,8 @@ def samples(path: Path) -> list[tuple[int, str, str]]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             comment = None
+        elif line.startswith("# events:"):
+            continue
         elif line.startswith("#"):
             comment = line[1:].strip()
         else:
@@ -67,3 +80,16 @@ def test_replay_understands_every_sample_with_a_fact(path: Path, tmp_path: Path)
     expected_unknown = sum(1 for _n, want, _l in samples(path) if want == "skip")
     assert sum(session.unknown.values()) <= expected_unknown
     assert session.lines - session.skipped["no-syslog-prefix"] == len(samples(path))
+
+
+COUNTED = [p for p in FILES if expected_events(p) is not None]
+
+
+@pytest.mark.parametrize("path", COUNTED, ids=[p.name for p in COUNTED])
+def test_replay_counts_each_attempt_once(path: Path, tmp_path: Path) -> None:
+    cfg = config.validate({"agent": {"state_dir": str(tmp_path)}}, "replay.toml")
+    session = replay.Replay(cfg)
+    session.file(str(path), "syslog")
+    events = dict(session.finish().events)
+    events.pop("heartbeat", None)
+    assert events == expected_events(path)

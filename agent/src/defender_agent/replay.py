@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from defender_agent.plugins import Context
 
 FORMATS = ("auto", "syslog", "journal-json", "utmp")
-SETTLE = 10.0  # seconds of log time after the last entry: holds expire, bursts close
+# seconds of log time after the last entry: holds expire, bursts close, and an SSH
+# connection the log leaves open ends as it would live, at LoginGraceTime (login.SSH_GRACE)
+SETTLE = 140.0
 MAX_FORMS = 50  # unknown forms kept (the rest are counted together)
 LINE_MAX = 65536  # a longer "line" is read in pieces: memory stays bounded
 RECORD_MAX = 1 << 20  # one journal record in JSON

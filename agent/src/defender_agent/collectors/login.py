@@ -45,12 +45,13 @@ SSH_GRACE = 130.0  # OpenSSH's LoginGraceTime (120 s) and a margin: a connection
 class _SshConnection:
     """What one OpenSSH connection (one sshd pid) has shown before it authenticated."""
 
-    __slots__ = ("counted", "deadline", "fact", "keys_rejected")
+    __slots__ = ("counted", "deadline", "fact", "keys_rejected", "pam_unmatched")
 
     def __init__(self, fact: authlog.AuthFact, deadline: float) -> None:
         self.fact = fact  # the newest line: who, from where, when
         self.counted = 0  # failures already emitted for this connection
         self.keys_rejected = 0  # "Failed publickey": not a failure unless nothing follows
+        self.pam_unmatched = 0  # PAM errors counted whose "Failed ..." twin is still due
         self.deadline = deadline
 
 
@@ -116,6 +117,7 @@ class LoginCollector:
         self._db_addr: OrderedDict[int, tuple[str, int | None]] = OrderedDict()
         # pid -> held (deadline, fact, observed) of address-less lines
         self._db_held: OrderedDict[int, list[tuple[float, authlog.AuthFact, float]]] = OrderedDict()
+        self._db_counted: OrderedDict[int, int] = OrderedDict()  # pid -> failures counted
         self._tty_user: OrderedDict[str, str] = OrderedDict()
         # sshd pids whose "Invalid user" btmp record was already set aside (btmp-only mode)
         self._invalid_pids: OrderedDict[int, bool] = OrderedDict()
@@ -193,6 +195,8 @@ class LoginCollector:
             if kind == "child-connection" and fact.source:
                 self._remember(self._db_addr, pid, (fact.source, fact.port))
                 return
+            if kind in ("failed", "nonexistent-user"):
+                self._remember(self._db_counted, pid, self._db_counted.get(pid, 0) + fact.repeat)
             if kind == "nonexistent-user":
                 addr = self._db_addr.get(pid)
                 if addr is None:
@@ -209,19 +213,12 @@ class LoginCollector:
                 fact = fact._replace(kind="failed", source=addr[0], port=addr[1])
                 kind = "failed"
             elif kind == "exit-before-auth":
-                self._db_addr.pop(pid, None)
-                for _deadline, held_fact, observed in self._db_held.pop(pid, []):
-                    resolved = held_fact._replace(
-                        kind="failed",
-                        source=fact.source,
-                        port=fact.port,
-                        user=held_fact.user or fact.user,
-                    )
-                    self._emit_auth(resolved, "failed", observed)
+                self._dropbear_exit(fact, pid)
                 return
             elif kind == "logout":
                 self._db_addr.pop(pid, None)
-        if kind == "nonexistent-user":  # no pid to correlate by
+                self._db_counted.pop(pid, None)
+        if kind in ("nonexistent-user", "pam-failed"):  # no pid to correlate by
             kind = "failed"
         if kind == "invalid-user" and fact.service == "sshd":
             # OpenSSH writes a btmp record when it meets an unknown user name, before any
@@ -231,8 +228,7 @@ class LoginCollector:
             self._absorb_twin("failed", (fact.user, fact.source))
             return
         if kind in ("failed", "local-failed"):
-            for _ in range(fact.repeat):
-                self._emit_auth(fact, "failed")
+            self._emit_repeated(fact)
         elif kind == "accepted":
             self._emit_auth(fact, "login")
         elif kind == "logout":
@@ -260,6 +256,15 @@ class LoginCollector:
         if kind == "not-allowed":  # AllowUsers and friends: like an unknown user
             self._open_ssh(pid, fact)
             return True
+        if kind == "pam-failed":
+            # PAM's error comes first and is counted at once; the "Failed
+            # keyboard-interactive/pam" line that follows it is the same attempt
+            conn = conn or self._open_ssh(pid, fact)
+            conn.fact = fact
+            conn.counted += fact.repeat
+            conn.pam_unmatched += fact.repeat
+            self._emit_repeated(fact)
+            return True
         if kind == "failed" and fact.method == "publickey":
             conn = conn or self._open_ssh(pid, fact)
             conn.fact = fact
@@ -268,8 +273,17 @@ class LoginCollector:
             return True
         if kind == "failed":
             conn = conn or self._open_ssh(pid, fact)
+            conn.fact = fact
+            if conn.pam_unmatched:
+                twins = min(conn.pam_unmatched, fact.repeat)
+                conn.pam_unmatched -= twins
+                self._count("merged-pam", twins)
+                if twins == fact.repeat:
+                    return True
+                fact = fact._replace(repeat=fact.repeat - twins)
             conn.counted += fact.repeat
-            return False
+            self._emit_repeated(fact)
+            return True
         if kind == "accepted":
             if conn is not None:
                 del self._ssh[pid]
@@ -286,6 +300,12 @@ class LoginCollector:
             self._ssh.pop(pid, None)
             return True
         if kind in ("preauth-close", "max-attempts"):
+            if conn is not None and fact.source is None:  # OpenSSH 5-7: "Disconnecting: ..."
+                fact = fact._replace(
+                    user=fact.user or conn.fact.user,
+                    source=conn.fact.source,
+                    port=fact.port or conn.fact.port,
+                )
             if kind == "preauth-close":
                 self._ssh.pop(pid, None)
             elif conn is None:
@@ -297,6 +317,32 @@ class LoginCollector:
                     conn.counted = 1
             return True
         return False
+
+    def _dropbear_exit(self, fact: authlog.AuthFact, pid: int) -> None:
+        """A Dropbear connection ended before it authenticated.
+
+        Its address-less "nonexistent user" lines get the address now. When it had
+        failures (`N fails`) of which no line was counted (rejected public keys, which
+        Dropbear does not log), the connection is one failure, as under OpenSSH; the
+        "Max auth tries reached" exit adds nothing to failures already counted.
+        """
+        addr = self._db_addr.pop(pid, None)
+        source = fact.source or (addr[0] if addr else None)
+        port = fact.port or (addr[1] if addr else None)
+        for _deadline, held_fact, observed in self._db_held.pop(pid, []):
+            resolved = held_fact._replace(
+                kind="failed", source=source, port=port, user=held_fact.user or fact.user
+            )
+            self._emit_auth(resolved, "failed", observed)
+        counted = self._db_counted.pop(pid, 0)
+        if fact.fails and not counted:
+            self._count("counted-at-exit-before-auth")
+            self._emit_auth(fact._replace(kind="failed", source=source, port=port), "failed")
+
+    def _emit_repeated(self, fact: authlog.AuthFact) -> None:
+        """A failure line, once per attempt it stands for ("message repeated N times")."""
+        for _ in range(fact.repeat):
+            self._emit_auth(fact, "failed")
 
     def _open_ssh(self, pid: int, fact: authlog.AuthFact) -> _SshConnection:
         deadline = self.clock.monotonic() + SSH_GRACE

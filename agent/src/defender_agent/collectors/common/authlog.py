@@ -22,6 +22,7 @@ _DROPBEAR_PROGRAMS = frozenset({"dropbear"})
 _LOGIN_PROGRAMS = frozenset({"login"})
 
 _USER = r"(?P<user>.*?)"
+_INVALID = r"(?P<invalid>(?:invalid|illegal) user )?"  # "illegal": OpenSSH before 3.9
 _ADDR = r"(?P<source>[0-9A-Fa-f:.]{1,64}|\S{1,255}?)"
 
 # OpenSSH: message (after "error: " / " [preauth]" are stripped) -> kind
@@ -29,20 +30,33 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "failed",
         re.compile(
-            rf"Failed (?P<method>\S{{1,64}}) for (?P<invalid>invalid user )?{_USER} from {_ADDR}"
+            rf"Failed (?P<method>\S{{1,64}}) for {_INVALID}{_USER} from {_ADDR}"
             r"(?: port (?P<port>\d{1,5}))?(?: ssh\d?)?(?::.*)?$"
         ),
     ),
     (
         "accepted",
         re.compile(
-            rf"Accepted (?P<method>\S{{1,64}}) for {_USER} from {_ADDR} port (?P<port>\d{{1,5}})"
-            r"(?: ssh\d?)?(?::.*)?$"
+            rf"Accepted (?P<method>\S{{1,64}}) for {_USER} from {_ADDR}"
+            r"(?: port (?P<port>\d{1,5}))?(?: ssh\d?)?(?::.*)?$"
         ),
     ),
     (
-        "invalid-user",
-        re.compile(rf"Invalid user {_USER} from {_ADDR}(?: port (?P<port>\d{{1,5}}))?$"),
+        "invalid-user",  # "Illegal user": OpenSSH before 3.9
+        re.compile(
+            rf"(?:Invalid|Illegal) user {_USER} from {_ADDR}(?: port (?P<port>\d{{1,5}}))?$"
+        ),
+    ),
+    # PAM's verdict, logged by sshd before its own "Failed keyboard-interactive/pam" line
+    # for the same attempt (the collector counts the pair once); OpenSSH 3.x-4.x wrote it
+    # without "PAM: ".
+    (
+        "pam-failed",
+        re.compile(
+            r"(?:PAM: )?(?:[Aa]uthentication (?:failure|error)|User not known to the underlying "
+            rf"authentication module) for (?P<invalid>(?:illegal|invalid) user )?{_USER} from "
+            rf"{_ADDR}(?: via \S{{1,255}})?$"
+        ),
     ),
     # AllowUsers/DenyUsers/AllowGroups/DenyGroups, a missing shell: sshd treats the user
     # as invalid for the rest of the connection
@@ -68,7 +82,7 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "max-attempts",
         re.compile(
-            rf"maximum authentication attempts exceeded for (?P<invalid>invalid user )?{_USER} "
+            rf"maximum authentication attempts exceeded for {_INVALID}{_USER} "
             rf"from {_ADDR} port (?P<port>\d{{1,5}})(?: ssh\d?)?$"
         ),
     ),
@@ -79,10 +93,23 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"port (?P<port>\d{1,5}): Too many authentication failures$"
         ),
     ),
+    # OpenSSH 5.x-7.x: no user, no address; the collector takes both from the same
+    # connection's earlier lines
+    ("max-attempts", re.compile(r"Disconnecting: Too many authentication failures(?: for .*)?$")),
+    # OpenSSH 4.x-6.x: the client gave up after failures ("3: ... Auth fail")
+    (
+        "preauth-close",
+        re.compile(
+            rf"Received disconnect from {_ADDR}(?: port (?P<port>\d{{1,5}}))?: ?3: "
+            r".{0,200}: Auth fail$"
+        ),
+    ),
     ("logout", re.compile(rf"Disconnected from user {_USER} {_ADDR} port (?P<port>\d{{1,5}})$")),
     # Connections that end before any authentication attempt: scanners and kex probes.
     # Failures only in the login collector's aggressive mode (fail2ban's `aggressive`).
     ("scan", re.compile(rf"Connection (?:closed|reset) by {_ADDR} port (?P<port>\d{{1,5}})$")),
+    # tcp_wrappers (hosts.deny) refusing the connection before sshd speaks
+    ("scan", re.compile(rf"refused connect from \S{{1,255}} \({_ADDR}\)$")),
     (
         "scan",
         re.compile(rf"Unable to negotiate with {_ADDR} port (?P<port>\d{{1,5}}): no matching .*$"),
@@ -106,27 +133,41 @@ _SSHD: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 # Dropbear writes "<ip>:<port>" and, in exit messages, "<<ip>:<port>>"; IPv6 too.
 _DB_ADDR = r"(?P<source>[^\s<>]{1,255}):(?P<port>\d{1,5})"
+# Dropbear 2012-2013 wrote its messages in lower case ("bad password attempt", "exit
+# before auth (user 'U', N fails): Max auth tries reached - user 'U' from A:P"); later
+# versions capitalise them and put the address first ("Exit before auth from <A:P>: ...").
 _DROPBEAR: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("failed", re.compile(rf"Bad (?:PAM )?password attempt for '{_USER}' from {_DB_ADDR}$")),
-    ("failed", re.compile(rf"Login attempt for nonexistent user(?: '{_USER}')? from {_DB_ADDR}$")),
-    ("nonexistent-user", re.compile(r"Login attempt for nonexistent user(?: '(?P<user>.*)')?$")),
+    ("failed", re.compile(rf"[Bb]ad (?:PAM )?password attempt for '{_USER}' from {_DB_ADDR}$")),
+    (
+        "failed",
+        re.compile(rf"[Ll]ogin attempt for nonexistent user(?: '{_USER}')? from {_DB_ADDR}$"),
+    ),
+    ("nonexistent-user", re.compile(r"[Ll]ogin attempt for nonexistent user(?: '(?P<user>.*)')?$")),
     (
         "accepted",
         re.compile(
-            rf"(?P<method>Password|Pubkey) auth succeeded for '{_USER}'"
+            rf"(?P<method>[Pp]assword|[Pp]ubkey) auth succeeded for '{_USER}'"
             rf"(?: with \S{{1,64}} key(?: \S{{1,160}}){{1,2}})? from {_DB_ADDR}$"
         ),
     ),
     ("accepted", re.compile(rf"Auth succeeded with blank password for '{_USER}' from {_DB_ADDR}$")),
-    ("child-connection", re.compile(rf"Child connection from {_DB_ADDR}$")),
+    ("child-connection", re.compile(rf"[Cc]hild connection from {_DB_ADDR}$")),
     (
         "exit-before-auth",
         re.compile(
-            rf"Exit before auth from <{_DB_ADDR}>: "
+            rf"[Ee]xit before auth from <{_DB_ADDR}>: ?"
             rf"(?:\(user '{_USER}', (?P<fails>\d{{1,6}}) fails\): )?(?P<reason>.*)$"
         ),
     ),
+    (
+        "exit-before-auth",
+        re.compile(
+            rf"[Ee]xit before auth(?: \(user '{_USER}', (?P<fails>\d{{1,6}}) fails\))?: "
+            rf"(?P<reason>Max auth tries reached - user '.*' from {_DB_ADDR}|.*)$"
+        ),
+    ),
     ("logout", re.compile(rf"Exit \({_USER}\) from <{_DB_ADDR}>: .*$")),
+    ("logout", re.compile(rf"exit after auth \({_USER}\): .*$")),
 )
 
 # shadow login: "FAILED LOGIN (1) on '/dev/tty1' FOR 'root', Authentication failure";
