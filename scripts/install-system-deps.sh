@@ -13,6 +13,7 @@ kmod
 e2fsprogs
 zstd
 openssh-client
+systemd-journal-remote
 mosquitto
 shellcheck
 "

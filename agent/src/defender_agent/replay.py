@@ -21,7 +21,7 @@ import re
 from collections import Counter
 
 from defender_agent.clock import ManualClock
-from defender_agent.collectors.common import authlog
+from defender_agent.collectors.common import authlog, journal
 from defender_agent.model import Record
 from defender_agent.plugins import QuietOutput
 
@@ -186,15 +186,8 @@ class Replay:
                 raise ReplayError(f"{path}:{number}: not a JSON journal record") from None
             if not isinstance(entry, dict):
                 raise ReplayError(f"{path}:{number}: not a JSON journal record")
-            program = str(entry.get("SYSLOG_IDENTIFIER") or entry.get("_COMM") or "")
-            message = entry.get("MESSAGE")
-            if not isinstance(message, str):  # journald exports binary messages as lists
-                message = bytes(message).decode("utf-8", "replace") if message else ""
-            pid_text = str(entry.get("_PID") or entry.get("SYSLOG_PID") or "")
-            pid = int(pid_text) if pid_text.isdigit() and len(pid_text) <= 10 else None
-            usec = str(entry.get("__REALTIME_TIMESTAMP") or "")
-            when = int(usec) / 1e6 if usec.isdigit() and len(usec) <= 20 else None
-            self.fact(authlog.parse_entry(program, pid, message[:8192], when), program, message)
+            program, pid, message, when = journal.entry_fields(entry)
+            self.fact(authlog.parse_entry(program, pid, message, when), program, message)
 
     def utmp_file(self, path: str, data: BinaryIO) -> None:
         from defender_agent.collectors.common import timestamps

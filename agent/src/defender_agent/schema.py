@@ -96,6 +96,30 @@ SCHEMA: tuple[Key, ...] = (
     ),
     Key(
         "collectors.login",
+        "journal",
+        "enum",
+        "auto",
+        "Read sshd/dropbear/login messages from the systemd journal (through journalctl) "
+        "instead of auth_logs: on, off, or auto (when none of auth_logs exists, a journal "
+        "does, and journalctl is installed).",
+        choices=("auto", "on", "off"),
+    ),
+    Key(
+        "collectors.login",
+        "journalctl",
+        "str",
+        "journalctl",
+        "The journalctl program (a PATH search without a slash).",
+    ),
+    Key(
+        "collectors.login",
+        "journal_directory",
+        "str",
+        "",
+        "A journal directory to read (journalctl --directory); empty = the system journal.",
+    ),
+    Key(
+        "collectors.login",
         "wtmp",
         "str",
         "/var/log/wtmp",

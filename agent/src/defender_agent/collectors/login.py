@@ -17,7 +17,7 @@ import os
 from collections import OrderedDict, deque
 
 from defender_agent import log as _log
-from defender_agent.collectors.common import authlog, timestamps
+from defender_agent.collectors.common import authlog, journal, timestamps
 from defender_agent.collectors.common.follow import FileFollower, Watcher
 from defender_agent.linux import utmp
 from defender_agent.model import Record, login_event
@@ -77,9 +77,20 @@ class LoginCollector:
         self.layout = utmp.layout_for_machine() if layout == "auto" else layout
         size = utmp.LAYOUTS[self.layout].size
         saved = state.get("files", {}) if isinstance(state.get("files"), dict) else {}
+        self.source, self.source_reason = auth_source(section)
+        self.journal = None
+        if self.source == "journal":
+            saved_journal = state.get("journal")
+            self.journal = journal.JournalFollower(
+                ctx,
+                self._on_journal_entry,
+                cursor=saved_journal.get("cursor") if isinstance(saved_journal, dict) else None,
+                command=section["journalctl"],
+                directory=section["journal_directory"],
+            )
         self.auth_followers = [
             FileFollower(path, on_lines=self._on_lines, monotonic=self.clock.monotonic)
-            for path in dict.fromkeys(section["auth_logs"])
+            for path in dict.fromkeys(section["auth_logs"] if self.journal is None else ())
         ]
         self.wtmp = (
             FileFollower(
@@ -130,13 +141,22 @@ class LoginCollector:
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
         self.watcher.start()
+        if self.journal is not None:
+            self.journal.start()
         log.info(
             "login collector: %s; following %s",
             self.watcher.describe(),
-            ", ".join(f.path for f in self.followers),
+            ", ".join(
+                [
+                    *(f.path for f in self.followers),
+                    *([self.journal.describe()] if self.journal else []),
+                ]
+            ),
         )
 
     def stop(self) -> None:
+        if self.journal is not None:
+            self.journal.stop()
         self._flush(force=True)
         self.watcher.stop()
 
@@ -146,10 +166,15 @@ class LoginCollector:
             pos = follower.position()
             if pos is not None:
                 files[follower.path] = pos
-        return {"files": files}
+        state: dict[str, Any] = {"files": files}
+        if self.journal is not None and self.journal.cursor:
+            state["journal"] = {"cursor": self.journal.cursor}
+        return state
 
     def statistics(self) -> dict[str, int]:
         out = dict(self.counts)
+        if self.journal is not None:
+            out.update(self.journal.counts)
         for follower in self.followers:
             for reason, n in follower.counts.items():
                 out[reason] = out.get(reason, 0) + n
@@ -159,7 +184,11 @@ class LoginCollector:
         self.counts[reason] = self.counts.get(reason, 0) + n
 
     def _auth_log_open(self) -> bool:
-        return self._fed_auth or any(f.is_open for f in self.auth_followers)
+        return (
+            self._fed_auth
+            or (self.journal is not None and self.journal.running)
+            or any(f.is_open for f in self.auth_followers)
+        )
 
     # --- auth logs ----------------------------------------------------------------
     def _on_lines(self, lines: list[str]) -> None:
@@ -175,6 +204,21 @@ class LoginCollector:
                     self._count(fact)
                 continue
             self._on_fact(fact)
+
+    def _on_journal_entry(
+        self, program: str, pid: int | None, message: str, when: float | None
+    ) -> None:
+        try:
+            fact = authlog.parse_entry(program, pid, message, when)
+        except Exception:  # the parser promises never to raise; be safe anyway
+            log.exception("auth-log parser failed on %r", message[:200])
+            self._count("parser-error")
+            return
+        if isinstance(fact, str):
+            if fact != authlog.SKIP_OTHER_PROGRAM:
+                self._count(fact)
+            return
+        self._on_fact(fact)
 
     # --- replay: entries read by `defender-agent replay`, not by the followers -----
     def feed_fact(self, fact: authlog.AuthFact) -> None:
@@ -589,6 +633,23 @@ def create(ctx: Context, section: dict[str, Any], state: dict[str, Any]) -> Logi
     return LoginCollector(ctx, section, state)
 
 
+def auth_source(section: dict[str, Any]) -> tuple[str, str]:
+    """Where auth messages come from, "files" or "journal", and why."""
+    mode = section["journal"]
+    if mode == "off":
+        return "files", "collectors.login.journal = off"
+    if mode == "on":
+        return "journal", "collectors.login.journal = on"
+    present = [p for p in section["auth_logs"] if os.path.exists(p)]
+    if present:
+        return "files", f"{present[0]} exists"
+    if not journal.journal_present(section["journal_directory"]):
+        return "files", "no auth log, and journald is not running: waiting for the files"
+    if journal.find_program(section["journalctl"]) is None:
+        return "files", f"no auth log, and {section['journalctl']} is not installed"
+    return "journal", "no auth log file exists; the journal does"
+
+
 def describe(section: dict[str, Any]) -> list[str]:
     """What `check` prints: the backend the collector would use and which files exist."""
     backend = section["backend"]
@@ -605,8 +666,16 @@ def describe(section: dict[str, Any]) -> list[str]:
     layout = section["utmp_layout"]
     if layout == "auto":
         layout = f"{utmp.layout_for_machine()} (auto)"
-    lines = [f"backend: {how}", f"utmp layout: {layout}"]
-    paths = [*section["auth_logs"], section["wtmp"], section["btmp"]]
+    source, reason = auth_source(section)
+    if source == "journal":
+        where = section["journal_directory"] or "the system journal"
+        auth = f"auth messages: {where}, through {section['journalctl']} --follow ({reason})"
+        logs = []
+    else:
+        auth = f"auth messages: log files ({reason})"
+        logs = list(section["auth_logs"])
+    lines = [auth, f"backend: {how}", f"utmp layout: {layout}"]
+    paths = [*logs, section["wtmp"], section["btmp"]]
     for path in (p for p in paths if p):
         if not os.path.exists(path):
             status = "missing (waited for)"
