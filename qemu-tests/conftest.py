@@ -68,5 +68,5 @@ def guest(image: ImageResult, profile: Profile) -> Iterator[Guest]:
         try:
             yield booted
         finally:
-            _rc, out, _err = booted.ssh("cat /var/log/auth.log")
+            _rc, out, _err = booted.ssh(profile.auth_log_command)
             (BUILD / f"qemu-tests-{profile.name}.auth.log").write_text(out)

@@ -19,8 +19,12 @@ def test_agent_service_is_active_and_small(guest: Guest) -> None:
     memory = guest_agent.agent_memory(guest)
 
     print(f"\nagent pid {memory.pid}: VmRSS {memory.rss_mib} MiB, Pss {memory.pss_mib} MiB")
+    for pid, name, rss, pss in memory.children:
+        print(f"  child {name} pid {pid}: Rss {rss / 1024:.1f} MiB, Pss {pss / 1024:.1f} MiB")
+    print(f"  agent and children: Pss {memory.total_pss_mib} MiB")
     assert 0 < memory.rss_mib < RSS_CEILING_MIB
     assert 0 < memory.pss_mib <= memory.rss_mib
+    assert memory.total_pss_mib < RSS_CEILING_MIB
 
 
 SECURITY_EXPOSURE_MAX = 2.0  # systemd-analyze security: 0 is locked down, 10 is root, free
@@ -31,6 +35,8 @@ def test_agent_runs_as_its_own_user_without_capabilities(guest: Guest) -> None:
     print(f"\nagent runs as {who.user} {who.uids}, groups {', '.join(who.groups)}")
     assert who.user == "defender-agent" and len(set(who.uids)) == 1
     assert {"adm", "utmp"} <= set(who.groups)  # what reads the auth logs and btmp
+    if guest.profile.auth_messages == "journal":
+        assert "systemd-journal" in who.groups  # what reads the journal
     assert who.cap_effective == 0 and who.cap_permitted == 0
 
 

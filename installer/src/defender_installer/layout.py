@@ -18,9 +18,10 @@ CONFIG_DIR = "/etc/defender-agent"
 CONFIG_PATH = f"{CONFIG_DIR}/agent.toml"
 STATE_DIR = "/var/lib/defender-agent"
 # The agent runs as its own system user, in the groups that may read what it follows:
-# `adm` (auth logs on Debian-like systems) and `utmp` (btmp), where they exist.
+# `adm` (auth logs on Debian-like systems), `utmp` (btmp) and `systemd-journal` (the
+# journal, on systems without an auth log), where they exist.
 AGENT_USER = "defender-agent"
-AGENT_GROUPS = ("adm", "utmp")
+AGENT_GROUPS = ("adm", "utmp", "systemd-journal")
 
 LICENSE = "MIT"
 MAINTAINER = "Defender maintainers <defender@example.org>"

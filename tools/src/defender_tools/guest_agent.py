@@ -41,6 +41,9 @@ test -n "$pid" || exit 3
 echo "Pid: $pid"
 grep -E '^(VmRSS|VmHWM):' /proc/$pid/status
 grep -E '^(Rss|Pss):' /proc/$pid/smaps_rollup
+for c in $(cat /proc/$pid/task/*/children 2>/dev/null); do
+    echo "Child: $c $(cat /proc/$c/comm) $(awk '/^Rss:/ {{r = $2}} /^Pss:/ {{p = $2}} END {{print r, p}}' /proc/$c/smaps_rollup)"
+done
 """
 
 
@@ -102,12 +105,19 @@ def security_exposure(guest: Guest) -> tuple[float, str] | None:
 
 @dataclass(frozen=True)
 class AgentMemory:
-    """Resident memory of the agent process, in KiB."""
+    """Resident memory of the agent process, in KiB, and of its children (journalctl
+    where the agent follows the journal): (pid, name, Rss, Pss) each."""
 
     pid: int
     rss_kib: int
     hwm_kib: int
     pss_kib: int
+    children: tuple[tuple[int, str, int, int], ...] = ()
+
+    @property
+    def total_pss_mib(self) -> float:
+        """What the agent costs the device: its Pss and its children's."""
+        return round((self.pss_kib + sum(c[3] for c in self.children)) / 1024, 1)
 
     @property
     def rss_mib(self) -> float:
@@ -240,16 +250,20 @@ def agent_memory(guest: Guest) -> AgentMemory:
     if rc != 0:
         raise GuestError(f"agent process not found in the guest ({rc}): {err.strip()}")
     fields: dict[str, int] = {}
+    children = []
     for line in out.splitlines():
         key, _, value = line.partition(":")
         words = value.split()
-        if words and words[0].isdigit():
+        if key == "Child" and len(words) == 4 and words[2].isdigit() and words[3].isdigit():
+            children.append((int(words[0]), words[1], int(words[2]), int(words[3])))
+        elif words and words[0].isdigit():
             fields[key.strip()] = int(words[0])
     return AgentMemory(
         pid=fields["Pid"],
         rss_kib=fields.get("VmRSS", 0),
         hwm_kib=fields.get("VmHWM", 0),
         pss_kib=fields.get("Pss", 0),
+        children=tuple(children),
     )
 
 

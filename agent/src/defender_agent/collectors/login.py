@@ -365,10 +365,12 @@ class LoginCollector:
     def _dropbear_exit(self, fact: authlog.AuthFact, pid: int) -> None:
         """A Dropbear connection ended before it authenticated.
 
-        Its address-less "nonexistent user" lines get the address now. When it had
-        failures (`N fails`) of which no line was counted (rejected public keys, which
-        Dropbear does not log), the connection is one failure, as under OpenSSH; the
-        "Max auth tries reached" exit adds nothing to failures already counted.
+        Its address-less "nonexistent user" lines get the address now. A connection that
+        named an existing user (`(user 'U', N fails)`) and had no line counted is one
+        failure, as OpenSSH's "Connection closed by authenticating user" is: rejected
+        public keys (Dropbear logs none), or, on a server without password logins (-s),
+        a client that found nothing it could try. The "Max auth tries reached" exit adds
+        nothing to failures already counted.
         """
         addr = self._db_addr.pop(pid, None)
         source = fact.source or (addr[0] if addr else None)
@@ -379,7 +381,7 @@ class LoginCollector:
             )
             self._emit_auth(resolved, "failed", observed)
         counted = self._db_counted.pop(pid, 0)
-        if fact.fails and not counted:
+        if fact.user and not counted:
             self._count("counted-at-exit-before-auth")
             self._emit_auth(fact._replace(kind="failed", source=source, port=port), "failed")
 

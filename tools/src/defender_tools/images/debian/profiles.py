@@ -11,11 +11,11 @@ OPERATOR_USER = "operator"
 OPERATOR_PASSWORD = "defender-operator"  # test image only; the qemu tests log in with it
 
 # Explicit packages on top of --variant=essential (see docs/qemu.md for why each is there).
-# The `standard` profile: systemd, OpenSSH, rsyslog.
+# The `standard` profile: systemd, OpenSSH, and the journal alone (no syslog daemon, as
+# Debian installs and many Yocto images run): the login collector follows the journal.
 INCLUDE = (
     "python3",
     "openssh-server",
-    "rsyslog",  # writes /var/log/auth.log, which the login collector follows
     "systemd-sysv",
     "udev",  # systemd-networkd waits for udev to initialise links
     "dbus",  # systemd-logind needs it, and logind turns QMP system_powerdown into a poweroff
@@ -62,6 +62,15 @@ class Profile:
     # OpenSSH logs "Invalid user NAME from IP"; Dropbear 2022.83 logs only "Login attempt for
     # nonexistent user" and an exit line without the name, so no source names such a user.
     logs_unknown_user_names: bool = True
+    # where the SSH server's messages land: "journal" (no syslog daemon) or "auth.log"
+    auth_messages: str = "journal"
+
+    @property
+    def auth_log_command(self) -> str:
+        """A guest shell command printing the SSH server's log lines (kept by the tests)."""
+        if self.auth_messages == "journal":
+            return "journalctl --no-pager -o short-iso-precise SYSLOG_IDENTIFIER=sshd SYSLOG_IDENTIFIER=sshd-session"
+        return "cat /var/log/auth.log"
 
     @property
     def overlays(self) -> tuple[str, ...]:
@@ -78,6 +87,7 @@ PROFILES: dict[str, Profile] = {
         "dropbear",
         EMBEDDED_KERNEL_CMDLINE,
         logs_unknown_user_names=False,
+        auth_messages="auth.log",
     ),
 }
 DEFAULT_PROFILE = "standard"
