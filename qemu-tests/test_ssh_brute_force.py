@@ -11,6 +11,10 @@ first story proves the agent ties the address-less "Login attempt for nonexisten
 user" line to the connection's address by PID; Dropbear never logs that user's name
 (not in that line, not in the exit line), so the alert's users list is exactly empty
 there, and exactly ["admin"] under OpenSSH.
+
+Two attackers run inside the guest from addresses of their own (scenarios.lab): the
+slow one starts before the first story and is judged by the last (its ten attempts take
+five minutes, spent alongside the others), and the key-only server's.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from defender_tools.scenarios import (
     KeysThenLogin,
     LoginAfterGuessing,
     PasswordGuessing,
+    PubkeyOnlyServer,
     Scenario,
+    SlowGuessing,
     UserEnumeration,
 )
 
@@ -36,6 +42,19 @@ def _play(scenario: Scenario[Any], guest: Guest, profile: Profile) -> None:
     result = scenario.run(guest, profile)
     print(f"\n{profile.name}: {result.report()}")
     assert result.passed, result.failures()
+
+
+@pytest.fixture(scope="module")
+def slow_attacker(guest: Guest) -> SlowGuessing:
+    """The slow attacker, started once per guest before the first story of this file."""
+    story = SlowGuessing()
+    story.begin(guest)
+    return story
+
+
+@pytest.fixture(autouse=True)
+def _slow_attack_runs_alongside(slow_attacker: SlowGuessing) -> None:
+    """Every story here runs while the slow attacker works on its own address."""
 
 
 def test_password_guessing_raises_one_brute_force_alert(guest: Guest, profile: Profile) -> None:
@@ -56,3 +75,13 @@ def test_many_user_names_raise_user_enumeration(guest: Guest, profile: Profile) 
 
 def test_wrong_keys_before_the_right_one_are_no_failures(guest: Guest, profile: Profile) -> None:
     _play(KeysThenLogin(), guest, profile)
+
+
+def test_key_only_server_attacked_with_many_names(guest: Guest, profile: Profile) -> None:
+    _play(PubkeyOnlyServer(), guest, profile)
+
+
+def test_slow_attacker_raises_brute_force_slow_only(
+    slow_attacker: SlowGuessing, guest: Guest, profile: Profile
+) -> None:
+    _play(slow_attacker, guest, profile)

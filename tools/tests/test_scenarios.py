@@ -339,3 +339,97 @@ def test_keys_then_login_passes_only_without_new_failures() -> None:
     counted = KeysThenLogin().judge(KeysSeen(20, 4, True, 24), STANDARD)
     assert _failed(counted) == ["no failed login recorded"]
     assert "4 new login-failed events" in counted.failures()
+
+
+# --- (f) the slow attacker -----------------------------------------------------------------
+
+
+def _slow(slow: list[dict[str, Any]], fast: list[dict[str, Any]], statuses: list[int]) -> Any:
+    from defender_tools.scenarios import lab
+    from defender_tools.scenarios.slow_guessing import SlowSeen
+
+    attempts = [lab.Attempt(T0 + 30 * n, status) for n, status in enumerate(statuses)]
+    return SlowSeen(attempts, slow, fast, T0 + 275, T0 + 272)
+
+
+def _slow_alert(**payload: Any) -> dict[str, Any]:
+    fields = {"severity": "low", "service": "sshd", "users": ["operator"], **payload}
+    return _alert("BruteForceSlow", T0 + 271, **{**fields, "source": "198.51.100.7"})
+
+
+def test_slow_guessing_passes_on_one_slow_alert_and_no_fast_one() -> None:
+    from defender_tools.scenarios import SlowGuessing
+
+    result = SlowGuessing().judge(_slow([_slow_alert()], [], [255] * 10), STANDARD)
+    assert result.passed, result.failures()
+    assert result.timings["mean interval s"] == 30.0
+
+
+def test_slow_guessing_failures() -> None:
+    from defender_tools.scenarios import SlowGuessing
+
+    story = SlowGuessing()
+    fast = _alert("BruteForce", T0 + 120, source="198.51.100.7")
+    assert _failed(story.judge(_slow([_slow_alert()], [fast], [255] * 10), STANDARD)) == [
+        "no BruteForce"
+    ]
+    assert _failed(story.judge(_slow([], [], [255] * 10), STANDARD)) == [
+        "BruteForceSlow alert appeared",
+        "exactly one BruteForceSlow alert",
+    ]
+    let_in = story.judge(_slow([_slow_alert()], [], [255] * 9 + [0]), STANDARD)
+    assert _failed(let_in) == ["10 attempts made, all refused"]
+    early = _slow_alert()
+    early = dict(early, time=_rfc3339(T0 + 100))  # dated before the 10th attempt
+    assert _failed(story.judge(_slow([early], [], [255] * 10), STANDARD)) == [
+        "alert time lies within the attack (±2 s)"
+    ]
+
+
+# --- (g) a key-only server ------------------------------------------------------------------
+
+
+def _pubkey(brute: list[dict[str, Any]], enum: list[dict[str, Any]]) -> Any:
+    from defender_tools.scenarios.pubkey_only import PubkeyOnlySeen
+
+    names = ["root", "operator", "ubnt", "oracle", "pi", "test"]
+    return PubkeyOnlySeen(names, [255] * 6, brute, enum, T0 + 15, T0 + 14)
+
+
+def test_key_only_server_passes_with_brute_force_and_enumeration_under_openssh() -> None:
+    from defender_tools.scenarios import PubkeyOnlyServer
+
+    brute = _alert("BruteForce", T0 + 10, source="203.0.113.9", service="sshd")
+    enum = _alert(
+        "UserEnumeration",
+        T0 + 12,
+        source="203.0.113.9",
+        users=["oracle", "operator", "pi", "root", "test", "ubnt"],
+    )
+    assert PubkeyOnlyServer().judge(_pubkey([brute], [enum]), STANDARD).passed
+    assert _failed(PubkeyOnlyServer().judge(_pubkey([brute], []), STANDARD)) == [
+        "UserEnumeration alert appeared",
+        "exactly one UserEnumeration alert",
+    ]
+    assert "BruteForce alert appeared" in _failed(
+        PubkeyOnlyServer().judge(_pubkey([], [enum]), STANDARD)
+    )
+
+
+def test_key_only_dropbear_needs_brute_force_and_claims_no_enumeration() -> None:
+    from defender_tools.scenarios import PubkeyOnlyServer
+
+    brute = _alert("BruteForce", T0 + 10, source="203.0.113.9", service="dropbear")
+    assert PubkeyOnlyServer().judge(_pubkey([brute], []), EMBEDDED).passed
+    enum = _alert("UserEnumeration", T0 + 12, source="203.0.113.9")
+    assert _failed(PubkeyOnlyServer().judge(_pubkey([brute], [enum]), EMBEDDED)) == [
+        "no UserEnumeration"
+    ]
+
+
+def test_lab_commands_quote_hostile_names() -> None:
+    from defender_tools.scenarios import lab
+
+    command = lab.password_attempt("198.51.100.7", "x'; reboot; '", "p w", 2222)
+    assert "'x'\"'\"'; reboot; '\"'\"''@198.51.100.1" in command
+    assert "DFN_PASSWORD='p w'" in command and "-p 2222" in command

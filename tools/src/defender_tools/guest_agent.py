@@ -42,7 +42,8 @@ echo "Pid: $pid"
 grep -E '^(VmRSS|VmHWM):' /proc/$pid/status
 grep -E '^(Rss|Pss):' /proc/$pid/smaps_rollup
 for c in $(cat /proc/$pid/task/*/children 2>/dev/null); do
-    echo "Child: $c $(cat /proc/$c/comm) $(awk '/^Rss:/ {{r = $2}} /^Pss:/ {{p = $2}} END {{print r, p}}' /proc/$c/smaps_rollup)"
+    mem=$(awk '/^Rss:/ {{r = $2}} /^Pss:/ {{p = $2}} END {{print r, p}}' /proc/$c/smaps_rollup)
+    echo "Child: $c $(cat /proc/$c/comm) $mem"
 done
 """
 
@@ -200,10 +201,15 @@ def last_event_time(guest: Guest, event: str, source: str) -> float | None:
     return newest
 
 
-def count_events(guest: Guest, event: str) -> int:
-    """How many EVENT records the agent's events file (and its backups) hold."""
+def count_events(guest: Guest, event: str, source: str | None = None) -> int:
+    """How many EVENT records (from SOURCE, if given) the agent's events file and its
+    backups hold."""
     pattern = shlex.quote(f'"event":"{event}"')
-    cmd = f"cat {EVENTS}.3 {EVENTS}.2 {EVENTS}.1 {EVENTS} 2>/dev/null | grep -cF {pattern}"
+    cmd = f"cat {EVENTS}.3 {EVENTS}.2 {EVENTS}.1 {EVENTS} 2>/dev/null | grep -F {pattern}"
+    if source is not None:
+        field = f'"source":"{source}"'
+        cmd += f" | grep -F {shlex.quote(field)}"
+    cmd += " | grep -c ."
     _rc, out, _err = guest.ssh(cmd)
     return int(out.strip() or 0)
 

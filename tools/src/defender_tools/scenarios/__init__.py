@@ -10,6 +10,8 @@ from defender_tools.scenarios.base import Check, Scenario, ScenarioResult
 from defender_tools.scenarios.keys_then_login import KeysThenLogin
 from defender_tools.scenarios.login_after_guessing import LoginAfterGuessing
 from defender_tools.scenarios.password_guessing import PasswordGuessing
+from defender_tools.scenarios.pubkey_only import PubkeyOnlyServer
+from defender_tools.scenarios.slow_guessing import SlowGuessing
 from defender_tools.scenarios.user_enumeration import UserEnumeration
 
 __all__ = [
@@ -18,7 +20,9 @@ __all__ = [
     "KeysThenLogin",
     "LoginAfterGuessing",
     "PasswordGuessing",
+    "PubkeyOnlyServer",
     "Scenario",
     "ScenarioResult",
+    "SlowGuessing",
     "UserEnumeration",
 ]

@@ -20,6 +20,7 @@ SETTLE_S = 2.0  # after an alert, a duplicate would show up within this
 SCHEMA = "defender/1"
 BRUTE_FORCE = "BruteForce"
 BRUTE_FORCE_SUCCESS = "BruteForceSuccess"
+BRUTE_FORCE_SLOW = "BruteForceSlow"
 USER_ENUMERATION = "UserEnumeration"
 
 Alert = dict[str, Any]
@@ -170,4 +171,23 @@ def users_include(alert: Alert, names: list[str], at_least: int) -> Check:
         f"users include at least {at_least} of the names tried",
         len(found) >= at_least,
         f"got {users!r}",
+    )
+
+
+def from_source(records: list[Alert], name: str, source: str) -> list[Alert]:
+    """The alerts NAME whose source is SOURCE."""
+    return [
+        r
+        for r in records
+        if _payload(r).get("name") == name and _payload(r).get("source") == source
+    ]
+
+
+def all_refused(statuses: list[int], expected: int) -> Check:
+    """Every in-guest attempt was made and refused (ssh exits 255 when denied)."""
+    refused = sum(1 for status in statuses if status != 0)
+    return Check(
+        f"{expected} attempts made, all refused",
+        len(statuses) == expected and refused == expected,
+        f"{len(statuses)} made, {refused} refused",
     )

@@ -43,7 +43,7 @@ class KeysThenLogin(Scenario[KeysSeen]):
         return f"{self.wrong} wrong public keys for root, then the right one"
 
     def observe(self, guest: Guest) -> KeysSeen:
-        before = guest_agent.count_events(guest, FAILED)
+        before = guest_agent.count_events(guest, FAILED, checks.ATTACKER_SOURCE)
         sock = socket.create_connection(("127.0.0.1", guest.ssh_port), timeout=30)
         transport = paramiko.Transport(sock)
         refused = 0
@@ -61,7 +61,12 @@ class KeysThenLogin(Scenario[KeysSeen]):
         finally:
             transport.close()
         time.sleep(SETTLE_S + 1)
-        return KeysSeen(before, refused, accepted, guest_agent.count_events(guest, FAILED))
+        return KeysSeen(
+            before,
+            refused,
+            accepted,
+            guest_agent.count_events(guest, FAILED, checks.ATTACKER_SOURCE),
+        )
 
     def judge(self, seen: KeysSeen, profile: Profile) -> ScenarioResult:
         result = ScenarioResult(self.name)

@@ -39,6 +39,7 @@ EMBEDDED_INCLUDE = (
     "ifupdown",
     "udhcpc",
     "acpid",  # turns QMP system_powerdown (ACPI power button) into /sbin/poweroff
+    "openssh-client",  # the in-guest attackers' client (scenarios.lab), not the agent's
     "passwd",
     "mount",
     "kmod",
@@ -69,7 +70,10 @@ class Profile:
     def auth_log_command(self) -> str:
         """A guest shell command printing the SSH server's log lines (kept by the tests)."""
         if self.auth_messages == "journal":
-            return "journalctl --no-pager -o short-iso-precise SYSLOG_IDENTIFIER=sshd SYSLOG_IDENTIFIER=sshd-session"
+            return (
+                "journalctl --no-pager -o short-iso-precise "
+                "SYSLOG_IDENTIFIER=sshd SYSLOG_IDENTIFIER=sshd-session"
+            )
         return "cat /var/log/auth.log"
 
     @property
