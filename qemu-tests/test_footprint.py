@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from defender_tools import guest_agent
+from defender_tools.images.debian import Profile
 from defender_tools.qemu_runner import Guest
 from defender_tools.scenarios.checks import service_active
 
@@ -30,12 +31,12 @@ def test_agent_service_is_active_and_small(guest: Guest) -> None:
 SECURITY_EXPOSURE_MAX = 2.0  # systemd-analyze security: 0 is locked down, 10 is root, free
 
 
-def test_agent_runs_as_its_own_user_without_capabilities(guest: Guest) -> None:
+def test_agent_runs_as_its_own_user_without_capabilities(guest: Guest, profile: Profile) -> None:
     who = guest_agent.agent_identity(guest)
     print(f"\nagent runs as {who.user} {who.uids}, groups {', '.join(who.groups)}")
     assert who.user == "defender-agent" and len(set(who.uids)) == 1
     assert {"adm", "utmp"} <= set(who.groups)  # what reads the auth logs and btmp
-    if guest.profile.auth_messages == "journal":
+    if profile.auth_messages == "journal":
         assert "systemd-journal" in who.groups  # what reads the journal
     assert who.cap_effective == 0 and who.cap_permitted == 0
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from defender_agent.agent import Agent
 from defender_agent.clock import ManualClock
-from defender_agent.detectors.brute_force import BruteForceDetector
+from defender_agent.detectors.brute_force import MAX_SAVED_SOURCES, BruteForceDetector
 from defender_agent.model import Record, login_event
 
 T0 = 1_795_000_000.0
@@ -244,5 +245,38 @@ def test_a_restart_that_replays_the_burst_raises_no_second_alert() -> None:
     assert again.statistics()["replayed"] == 2
     assert len(feed(again, [failure(500 + i) for i in range(5)])) == 1
     broken = detector()
-    broken.restore({"raised": [["x", "not a time"], "junk", [1, 2]]})  # damaged state
-    assert broken.save_state() == {"raised": []}
+    broken.restore(
+        {
+            "raised": [["x", "not a time"], "junk", [1, 2]],
+            "sources": [["k"], "junk", ["k", "sshd", "x", 0, [], None, [], [], []]],
+        }
+    )  # damaged state
+    assert broken.save_state() == {"raised": [], "sources": []}
+
+
+def test_a_restart_keeps_the_attackers_count() -> None:
+    """The windows of active sources are saved: failures before a restart still count
+    with those after it, for the fast, slow and enumeration rules alike."""
+    first = detector(max_failures=5, window=60)
+    assert feed(first, [failure(i) for i in range(3)]) == []
+    slow = [failure(100 + 30 * i, source="198.51.100.7", user="operator") for i in range(10)]
+    names = [failure(900 + i, source="203.0.113.9", user=f"u{i}") for i in range(5)]
+    assert feed(first, slow[:6] + names[:2]) == []
+    saved = json.loads(json.dumps(first.save_state()))  # as state.json holds it
+
+    second = detector(max_failures=5, window=60)
+    second.restore(saved)
+    fast = feed(second, [failure(3), failure(4)])
+    assert [a["name"] for a in fast] == ["BruteForce"] and fast[0]["count"] == 5
+    assert [a["name"] for a in feed(second, slow[6:])] == ["BruteForceSlow"]
+    enumeration = feed(second, names[2:])
+    assert "UserEnumeration" in [a["name"] for a in enumeration]
+
+
+def test_only_the_most_recent_sources_are_saved() -> None:
+    det = detector(max_failures=5, window=60)
+    for n in range(200):
+        feed(det, [failure(n, source=f"192.0.2.{n % 250}")])
+    saved = det.save_state()["sources"]
+    assert len(saved) == MAX_SAVED_SOURCES
+    assert saved[-1][0] == "192.0.2.199" and saved[0][0] == "192.0.2.136"

@@ -36,7 +36,7 @@ TABLES = {"sshd": authlog._SSHD, "dropbear": authlog._DROPBEAR, "login": authlog
 PATTERNS = [
     (f"{prog}:{kind}:{n}", pattern)
     for prog, table in TABLES.items()
-    for n, (kind, pattern) in enumerate(table)
+    for n, (kind, _words, pattern) in enumerate(table)
 ]
 PATTERNS += [
     ("repeat", authlog._REPEAT),

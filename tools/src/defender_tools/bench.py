@@ -8,6 +8,9 @@ temporary auth log, and prints figures for docs/benchmarks.md:
   the alert record in events.jsonl, over several bursts, each from a new source address;
 - `memory`: VmRSS and VmHWM of the running agent at rest, then after a flood of failed
   logins from distinct sources;
+- `replay`: `defender-agent replay` over a generated auth log of realistic mix (failed
+  passwords, invalid users, PAM pairs, preauth closes, logins, other programs): lines/s
+  and peak RSS;
 - `guest-memory`: the packaged agent in a booted quick image (the packaged configuration,
   the real service), restarted several times: RSS and PSS of each start.
 """
@@ -222,6 +225,106 @@ def memory_command(
     for when, kib in result.items():
         table.add_row(when, f"{kib['VmRSS'] / 1024:.1f}", f"{kib['VmHWM'] / 1024:.1f}")
     Console().print(table)
+
+
+# One connection per pattern: the forms a busy OpenSSH/Dropbear host logs, in proportion
+# to a scanner-heavy auth log (each tuple: weight, lines of one connection).
+_REPLAY_FORMS = (
+    (4, ("Failed password for root from {a} port {p} ssh2",)),
+    (
+        2,
+        (
+            "Invalid user {u} from {a} port {p}",
+            "pam_unix(sshd:auth): check pass; user unknown",
+            "Failed password for invalid user {u} from {a} port {p} ssh2",
+            "Connection closed by invalid user {u} {a} port {p} [preauth]",
+        ),
+    ),
+    (
+        1,
+        (
+            "error: PAM: Authentication failure for {u} from {a}",
+            "Failed keyboard-interactive/pam for {u} from {a} port {p} ssh2",
+        ),
+    ),
+    (1, ("Accepted publickey for deploy from {a} port {p} ssh2: ED25519 SHA256:abc",)),
+)
+
+
+def generate_auth_log(path: Path, lines: int) -> int:
+    """Write about LINES RFC 3339-stamped syslog lines; one in five is another program's.
+    Sources cycle through 65,536 addresses. Returns the number of lines written."""
+    start = time.time() - 86400
+    forms = [form for weight, form in _REPLAY_FORMS for _ in range(weight)]
+    written = conn = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        while written < lines:
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + written / 20))
+            if written % 5 == 4:
+                fh.write(f"{when}.000000+00:00 bench CRON[{conn}]: (root) CMD (run-parts)\n")
+                written += 1
+                continue
+            conn += 1
+            addr = f"10.{conn >> 16 & 255}.{conn >> 8 & 255}.{conn & 255}"
+            for text in forms[conn % len(forms)]:
+                message = text.format(a=addr, p=40000 + conn % 20000, u=f"user{conn % 997}")
+                fh.write(f"{when}.000000+00:00 bench sshd[{conn}]: {message}\n")
+                written += 1
+    return written
+
+
+def measure_replay(src: Path, lines: int) -> dict[str, float]:
+    """`defender-agent replay` of a generated log: wall time, lines/s, peak RSS (VmHWM,
+    read by the replaying process itself: getrusage would count the pages it shared
+    with this process between fork and exec)."""
+    with tempfile.TemporaryDirectory(prefix="defender-bench-replay-") as tmp:
+        log = Path(tmp) / "auth.log"
+        written = generate_auth_log(log, lines)
+        config = Path(tmp) / "agent.toml"
+        config.write_text(f'[agent]\nstate_dir = "{tmp}"\n')
+        code = (
+            f"import sys; sys.path.insert(0, {str(src)!r}); "
+            "from defender_agent.cli import main; rc = main(); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]; "
+            "sys.stderr.write('bench ' + hwm[0]); sys.exit(rc)"
+        )
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", code, "replay", "--config", str(config), str(log)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise UserError(f"replay failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    hwm = [line.split() for line in done.stderr.splitlines() if line.startswith("bench VmHWM:")]
+    return {
+        "lines": written,
+        "seconds": round(seconds, 2),
+        "lines per second": round(written / seconds),
+        "peak RSS MiB": round(int(hwm[0][2]) / 1024, 1) if hwm else 0.0,
+    }
+
+
+@app.command("replay")
+def replay_command(
+    lines: Annotated[int, typer.Option(help="Lines of generated auth log.", min=1000)] = 1_000_000,
+    agent_src: Annotated[
+        Path | None, typer.Option("--agent-src", help="The agent's src/ directory.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replay throughput: parser, login collector and detectors over a generated log."""
+    result = measure_replay(agent_src or default_agent_src(), lines)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    Console().print(
+        f"replay of {result['lines']:,} lines: {result['seconds']} s, "
+        f"{result['lines per second']:,} lines/s, peak RSS {result['peak RSS MiB']} MiB "
+        f"(python {sys.version.split()[0]})"
+    )
 
 
 def _print(figures: Figures, as_json: bool) -> None:

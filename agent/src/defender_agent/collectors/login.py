@@ -402,17 +402,17 @@ class LoginCollector:
         """Connections past the grace time without a close line: one failure each if they
         showed an unknown user or rejected keys and nothing was counted. Returns the next
         deadline."""
-        next_deadline = None
-        for pid in list(self._ssh):
-            conn = self._ssh[pid]
+        # Deadlines are set once, at open, on the monotonic clock, and an opened
+        # connection moves to the end: the table is in deadline order.
+        while self._ssh:
+            pid, conn = next(iter(self._ssh.items()))
             if conn.deadline > now:
-                next_deadline = min(next_deadline or conn.deadline, conn.deadline)
-                continue
+                return conn.deadline
             del self._ssh[pid]
             if conn.counted == 0:
                 self._count("counted-at-grace-timeout")
                 self._emit_auth(conn.fact._replace(kind="failed"), "failed")
-        return next_deadline
+        return None
 
     def _emit_auth(self, fact: authlog.AuthFact, kind: str, observed: float | None = None) -> None:
         event = {"failed": "login-failed", "login": "login", "logout": "logout"}[kind]

@@ -36,6 +36,7 @@ COST_SOURCE = 400
 COST_FAILURE = 120
 COST_TIME = 32  # a float in the slow rule's list
 MAX_RAISED = 256  # incidents remembered (and saved) so a restart never raises one twice
+MAX_SAVED_SOURCES = 64  # most recently active sources whose windows survive a restart
 
 
 class _Source:
@@ -124,22 +125,75 @@ class BruteForceDetector:
             self._prune_timer.cancel()
 
     def save_state(self) -> dict[str, Any]:
-        """The incidents already raised: after a crash the agent re-reads up to a second
-        of input, and must not raise their alerts again."""
-        return {"raised": [[key, when] for key, when in self._raised.items()]}
+        """The incidents already raised (after a crash the agent re-reads up to a second
+        of input, and must not raise their alerts again), and the windows of the most
+        recently active sources: an attacker's count must not start again at zero
+        because the agent restarted (a slow attacker's ten failures take five minutes)."""
+        sources = []
+        for key in list(reversed(self._sources))[:MAX_SAVED_SOURCES]:
+            st = self._sources[key]
+            sources.append(
+                [
+                    key,
+                    st.service,
+                    st.last_seen,
+                    st.burst,
+                    [st.alerted, st.slow_alerted, st.enum_alerted],
+                    st.fast_at,
+                    [[t, u] for t, u in st.failures],
+                    list(st.slow),
+                    [[n, t] for n, t in st.names.items()],
+                ]
+            )
+        return {
+            "raised": [[key, when] for key, when in self._raised.items()],
+            "sources": sources[::-1],  # oldest first: restored in activity order
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         raised = state.get("raised")
-        if not isinstance(raised, list):
+        if isinstance(raised, list):
+            for item in raised[-MAX_RAISED:]:
+                if (
+                    isinstance(item, list)
+                    and len(item) == 2
+                    and isinstance(item[0], str)
+                    and isinstance(item[1], (int, float))
+                ):
+                    self._remember(item[0], float(item[1]))
+        sources = state.get("sources")
+        if isinstance(sources, list):
+            for item in sources[-MAX_SAVED_SOURCES:]:
+                try:
+                    self._restore_source(item)
+                except (TypeError, ValueError, IndexError, KeyError):
+                    continue  # a damaged entry: that source starts afresh
+
+    def _restore_source(self, item: Any) -> None:
+        key, service, last_seen, burst, flags, fast_at, failures, slow, names = item
+        if not isinstance(key, str) or not isinstance(service, str) or len(key) > 300:
             return
-        for item in raised[-MAX_RAISED:]:
-            if (
-                isinstance(item, list)
-                and len(item) == 2
-                and isinstance(item[0], str)
-                and isinstance(item[1], (int, float))
-            ):
-                self._remember(item[0], float(item[1]))
+        st = _Source(key)
+        st.service = service[:64]
+        st.last_seen = float(last_seen)
+        st.burst = int(burst)
+        st.alerted, st.slow_alerted, st.enum_alerted = (bool(f) for f in flags[:3])
+        st.fast_at = None if fast_at is None else float(fast_at)
+        for t, u in failures[-self.max_failures :]:
+            user = None if u is None else str(u)[:256]
+            st.failures.append((float(t), user))
+            st.cost += COST_FAILURE + (len(user) if user else 0)
+        st.failures.sort(key=lambda f: f[0])
+        st.slow = sorted(float(t) for t in slow[-max(self.slow_max_failures, 0) :])
+        st.cost += COST_TIME * len(st.slow)
+        for n, t in names[-max(self.enumeration_users, 0) :]:
+            st.names[str(n)[:256]] = float(t)
+            st.cost += COST_FAILURE + len(str(n)[:256])
+        st.touched = self.clock.monotonic()
+        self._forget(key)
+        self._sources[key] = st
+        self._bytes += st.cost
+        self._bound()
 
     def _remember(self, incident: str, when: float) -> None:
         self._raised[incident] = when

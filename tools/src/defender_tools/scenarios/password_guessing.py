@@ -89,6 +89,16 @@ class PasswordGuessing(Scenario[GuessingSeen]):
         result.timings[f"alert seen after attempt {MAX_FAILURES} (crossing) s"] = round(
             seen.seen - crossing, 2
         )
+        # Both stamps from the guest's clock: when the agent raised the alert (observed)
+        # minus the crossing log line's own time: the agent's latency, without SSH polling
+        raised, logged = (
+            checks.parse_time(alert.get("observed")),
+            checks.parse_time(alert.get("time")),
+        )
+        if raised is not None and logged is not None:
+            result.timings["alert raised after the crossing log line (guest clock) s"] = round(
+                raised - logged, 3
+            )
         result.extend(
             [
                 checks.exactly_one_new(BRUTE_FORCE, seen.before, seen.after),
