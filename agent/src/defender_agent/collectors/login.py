@@ -113,6 +113,7 @@ class LoginCollector:
             else None
         )
         self.followers = [*self.auth_followers, *(f for f in (self.wtmp, self.btmp) if f)]
+        self._has_utmp = self.wtmp is not None or self.btmp is not None
         for follower in self.followers:
             follower.restore(saved.get(follower.path))
         self.watcher = Watcher(ctx, self.followers, section["backend"], section["poll_interval"])
@@ -228,6 +229,7 @@ class LoginCollector:
 
     def feed_utmp(self, data: bytes, failed: bool) -> None:
         """Whole utmp records: btmp's (failed=True) or wtmp's."""
+        self._has_utmp = True
         (self._on_btmp if failed else self._on_wtmp)(data)
 
     def _on_fact(self, fact: authlog.AuthFact) -> None:
@@ -437,14 +439,15 @@ class LoginCollector:
             self._count(f"merged-{kind}")  # its utmp twin was waiting: now consumed
             self.ctx.emit(record)
             return
-        self._remember_seen(kind, key)
+        if self._has_utmp:  # only utmp records have twins to wait for
+            self._remember_seen(kind, key)
         self.ctx.emit(record)
 
     def _absorb_twin(self, kind: str, key: Key) -> None:
         """Drop the utmp record that mirrors an auth-log line which is not itself an event."""
         if self._take_pending(kind, key):
             self._count(f"merged-{kind}")
-        else:
+        elif self._has_utmp:
             self._remember_seen(kind, key)
 
     # --- utmp ---------------------------------------------------------------------

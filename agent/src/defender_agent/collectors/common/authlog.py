@@ -327,7 +327,7 @@ def parse_entry(program: str, pid: int | None, message: str, when: float | None)
     else:
         return SKIP_OTHER_PROGRAM
     repeat = 1
-    rm = _REPEAT.match(message)
+    rm = _REPEAT.match(message) if message.startswith("message repeated") else None
     if rm is not None:
         repeat, message = max(1, min(int(rm.group("n")), 1000)), rm.group("msg").rstrip()
     fact = parse_message(message, service, table, pid, repeat)
