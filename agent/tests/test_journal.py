@@ -208,8 +208,12 @@ def test_non_utf8_and_hostile_messages(
         sshd(b"Failed password for r\xffot from 192.0.2.8 port 1 ssh2", pid=700),
         sshd("Failed password for " + "x" * 5000 + " from 192.0.2.8 port 2 ssh2", pid=701),
         {"SYSLOG_IDENTIFIER": "cron", "_PID": 9, "MESSAGE": "not ours"},  # filtered out
+        # a local user's `logger -t sshd`: journald records the sender's uid
+        sshd("Failed password for root from 192.0.2.9 port 3 ssh2", pid=702, _UID=1000),
+        sshd("Accepted password for root from 192.0.2.10 port 4 ssh2", pid=703, _UID=0),
     )
-    assert wait_real(agent, lambda: len(events(tmp_path)) == 2)
+    assert wait_real(agent, lambda: len(events(tmp_path, "login")) == 1)
+    assert collector(agent).statistics()["journal-untrusted-sender"] == 1
     users = [e["user"] for e in events(tmp_path)]
     assert users[0] == "r\ufffdot"
     assert len(users[1]) == 65 and users[1].endswith("\u2026")

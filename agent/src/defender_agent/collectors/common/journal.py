@@ -40,7 +40,12 @@ if TYPE_CHECKING:
 log = _log.get(__name__)
 
 IDENTIFIERS = ("sshd", "sshd-session", "sshd-auth", "dropbear", "login")
-FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,_PID,SYSLOG_PID"  # + __CURSOR, __REALTIME_...
+FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,_PID,SYSLOG_PID,_UID"  # + __CURSOR, __REALTIME_...
+# sshd, sshd-session, Dropbear and login(1) log as root (OpenSSH's unprivileged
+# pre-auth process hands its messages to the root monitor). journald sets _UID from the
+# sender's credentials, so an entry from another user that calls itself "sshd" (`logger
+# -t sshd ...`) is a forgery: skipped and counted.
+TRUSTED_UIDS = frozenset({"0"})
 RECORD_MAX = 1 << 16  # one JSON entry; a longer one is dropped (and counted)
 MESSAGE_MAX = 8192  # characters of MESSAGE handed to the parser
 CURSOR_MAX = 512
@@ -340,7 +345,11 @@ class JournalFollower:
         if not isinstance(entry, dict):
             self._count("journal-entry-unreadable")
             return
-        self.on_entry(*entry_fields(entry))
+        uid = entry.get("_UID")
+        if uid is not None and str(uid) not in TRUSTED_UIDS:
+            self._count("journal-untrusted-sender")
+        else:
+            self.on_entry(*entry_fields(entry))
         cursor = entry.get("__CURSOR")
         if valid_cursor(cursor):
             self.cursor = cursor
