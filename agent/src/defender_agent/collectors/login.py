@@ -675,6 +675,8 @@ def describe(section: dict[str, Any]) -> list[str]:
     if source == "journal":
         where = section["journal_directory"] or "the system journal"
         auth = f"auth messages: {where}, through {section['journalctl']} --follow ({reason})"
+        if journal.find_program(section["journalctl"]) is None:
+            auth += f"; {section['journalctl']} NOT FOUND: no login will be seen"
         logs = []
     else:
         auth = f"auth messages: log files ({reason})"

@@ -506,5 +506,9 @@ def describe(section: dict[str, Any]) -> list[str]:
     return [
         f"BruteForce: {section['max_failures']} failed logins from one source within "
         f"{section['window']:g} s (event time)",
+        f"BruteForceSlow: {section['slow_max_failures']} failed logins from one source "
+        f"within {section['slow_window']:g} s (0 = off)",
+        f"UserEnumeration: {section['enumeration_users']} user names from one source "
+        f"within {section['enumeration_window']:g} s (0 = off)",
         f"BruteForceSuccess: a login within {section['success_window']:g} s of such a burst",
     ]
