@@ -21,6 +21,7 @@ import pytest
 
 from defender_agent.collectors import login as login_mod
 from defender_agent.collectors.common import journal
+from defender_agent.linux import utmp
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BOOT_ID = "0123456789abcdef0123456789abcdef"
@@ -196,7 +197,8 @@ def test_a_journalctl_that_dies_is_restarted_from_the_cursor(
     assert wait_real(agent, lambda: len(events(tmp_path)) == 3)
     assert [e["port"] for e in events(tmp_path)] == [40001, 40002, 40003]
     stats = collector(agent).statistics()
-    assert stats["journalctl-started"] == 2 and stats["journalctl-exited"] == 1
+    # after the kill: one journalctl reads the backlog after the cursor, then one follows
+    assert stats["journalctl-started"] == 3 and stats["journalctl-exited"] == 1
 
 
 def test_non_utf8_and_hostile_messages(
@@ -249,3 +251,49 @@ def test_auto_chooses_the_journal_only_without_auth_logs(
     off = cfg_factory(collectors__login={"journal": "off"}).section("collectors.login")
     (tmp_path / "auth.log").unlink()
     assert login_mod.auth_source(off)[0] == "files"
+
+
+def btmp_record(user: str, pid: int, when: float) -> bytes:
+    rec = utmp.UtmpRecord(
+        type=utmp.LOGIN_PROCESS,
+        pid=pid,
+        line="ssh:notty",
+        id="",
+        user=user,
+        host="192.0.2.50",
+        session=0,
+        tv_sec=int(when),
+        tv_usec=0,
+        addr="192.0.2.50",
+    )
+    return utmp.encode(rec, utmp.layout_for_machine())
+
+
+def test_btmp_records_written_while_down_pair_with_their_journal_twins(
+    tmp_path: Path, jdir: Journal, journal_cfg: Any, start_agent: Any
+) -> None:
+    """OpenSSH writes each failure twice, to the journal and to btmp. After a restart
+    both backlogs are read; however late journalctl delivers its part, each attempt is
+    one event: btmp records wait while the journal backlog is read."""
+    (tmp_path / "btmp").write_bytes(b"")  # followed from its start: its position is saved
+    agent = start_agent(journal_cfg)
+    ready(agent, jdir)
+    agent.stop()
+    agent.shutdown()
+    entries, records = [], b""
+    for n in range(3):
+        when = T0 + 100 + n
+        message = f"Failed password for root from 192.0.2.50 port {50000 + n} ssh2"
+        entries.append(sshd(message, pid=800 + n, time=when))
+        records += btmp_record("root", 800 + n, when)
+    jdir.append(*entries)
+    with open(tmp_path / "btmp", "ab") as fh:
+        fh.write(records)
+
+    agent = start_agent(journal_cfg)
+    agent.advance(10)  # past dedup_hold, whether or not the journal has caught up yet
+    assert wait_real(agent, lambda: len(events(tmp_path)) >= 3)
+    agent.advance(journal.RESTART_MIN + 60)
+    wait_real(agent, lambda: False, 0.5)
+    assert [e["port"] for e in events(tmp_path)] == [50000, 50001, 50002]
+    assert collector(agent).statistics()["merged-failed"] == 3

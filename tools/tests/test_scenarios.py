@@ -353,7 +353,7 @@ def _slow(slow: list[dict[str, Any]], fast: list[dict[str, Any]], statuses: list
 
 
 def _slow_alert(**payload: Any) -> dict[str, Any]:
-    fields = {"severity": "low", "service": "sshd", "users": ["operator"], **payload}
+    fields = {"severity": "low", "service": "sshd", **payload}
     return _alert("BruteForceSlow", T0 + 271, **{**fields, "source": "198.51.100.7"})
 
 

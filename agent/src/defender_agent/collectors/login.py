@@ -39,6 +39,7 @@ MAX_TRACKED = 1024  # bound of every correlation table
 MAX_TWINS = 64  # attempts of one (user, source) remembered within one hold
 
 
+CATCHUP_MAX = 60.0  # longest a btmp record waits for a journal still reading its backlog
 SSH_GRACE = 130.0  # OpenSSH's LoginGraceTime (120 s) and a margin: a connection is over
 
 
@@ -141,9 +142,9 @@ class LoginCollector:
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
-        self.watcher.start()
-        if self.journal is not None:
+        if self.journal is not None:  # first: btmp records read at start wait for it
             self.journal.start()
+        self.watcher.start()
         log.info(
             "login collector: %s; following %s",
             self.watcher.describe(),
@@ -187,7 +188,7 @@ class LoginCollector:
     def _auth_log_open(self) -> bool:
         return (
             self._fed_auth
-            or (self.journal is not None and self.journal.running)
+            or self.journal is not None
             or any(f.is_open for f in self.auth_followers)
         )
 
@@ -607,8 +608,15 @@ class LoginCollector:
         now = self.clock.monotonic()
         keep: deque[_Pending] = deque()
         next_deadline: float | None = None
+        # while journalctl reads the backlog (or is restarting), a utmp record's journal
+        # twin may still come, however late: hold the records (up to CATCHUP_MAX)
+        catching_up = self.journal is not None and not self.journal.caught_up
         for item in self._pending:
-            if force or item.deadline <= now:
+            due = item.deadline <= now
+            if due and catching_up and now < item.deadline + CATCHUP_MAX:
+                keep.append(item)
+                next_deadline = min(next_deadline or now + 0.5, now + 0.5)
+            elif force or due:
                 self._emit_pending(item)
             else:
                 keep.append(item)

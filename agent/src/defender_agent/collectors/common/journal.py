@@ -14,6 +14,11 @@ start begins at the end of the journal, as a first start of a file follower does
 journalctl exits (a journal rotated away under it, a killed process), it is started
 again from the cursor, after 1 s, doubling to 60 s while it keeps failing.
 
+With a cursor, the entries written since are read first by a journalctl without
+--follow, whose exit says the backlog is done (`caught_up`); the following one starts
+from where it ended. The login collector holds btmp records while the backlog is read,
+so a record and its journal twin pair up however long the catch-up takes.
+
 The child is started with os.posix_spawnp (no `subprocess`: it would import threading
 and more for one pipe); it inherits nothing but the pipe's write ends, since Python's
 own descriptors are close-on-exec.
@@ -139,15 +144,23 @@ class JournalFollower:
         self._delay = RESTART_MIN
         self._restart: Timer | None = None
         self._stopped = False
+        self._following = False  # the running journalctl is the --follow one
+        self._backlog_done = False  # the backlog after the cursor has been read
+
+    @property
+    def caught_up(self) -> bool:
+        """The following journalctl runs: every entry written so far has been handed on
+        (or is in the pipe of one that just started at the journal's end)."""
+        return self.pid is not None and self._following
 
     @property
     def running(self) -> bool:
         return self.pid is not None
 
-    def argv(self) -> list[str]:
+    def argv(self, follow: bool = True) -> list[str]:
         args = [
             self.command,
-            "--follow",
+            *(["--follow"] if follow else []),
             "--output=json",
             f"--output-fields={FIELDS}",
             "--all",  # fields over 4 KiB too (else null); RECORD_MAX bounds an entry
@@ -156,7 +169,10 @@ class JournalFollower:
         ]
         if self.directory:
             args.append(f"--directory={self.directory}")
-        args.append(f"--after-cursor={self.cursor}" if self.cursor else "--lines=0")
+        if self.cursor:
+            args.append(f"--after-cursor={self.cursor}")
+        elif follow:
+            args.append("--lines=0")
         args.extend(f"SYSLOG_IDENTIFIER={name}" for name in self.identifiers)
         return args
 
@@ -179,10 +195,11 @@ class JournalFollower:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         env = dict(os.environ, SYSTEMD_COLORS="0", SYSTEMD_PAGER="", LC_ALL="C.UTF-8")
+        self._following = self.cursor is None or self._backlog_done
         try:
             self.pid = os.posix_spawnp(
                 self.command,
-                self.argv(),
+                self.argv(self._following),
                 env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
@@ -211,7 +228,7 @@ class JournalFollower:
         self.ctx.add_reader(out_r, self._on_output)
         self.ctx.add_reader(err_r, self._on_stderr)
         self._count("journalctl-started")
-        log.debug("started %s (pid %d)", " ".join(self.argv()), self.pid)
+        log.debug("started %s (pid %d)", " ".join(self.argv(self._following)), self.pid)
 
     def stop(self) -> None:
         self._stopped = True
@@ -258,6 +275,11 @@ class JournalFollower:
             code = self._reap(wait=True)
         self._drain_stderr()
         self._close()
+        if not self._following and code == 0:  # the backlog is read: now follow
+            self._backlog_done = True
+            self._spawn()
+            return
+        self._backlog_done = False  # the next start reads the backlog first again
         ran = self.ctx.clock.monotonic() - self._started_at
         if ran >= STABLE:
             self._delay = RESTART_MIN
