@@ -612,11 +612,11 @@ class LoginCollector:
         # twin may still come, however late: hold the records (up to CATCHUP_MAX)
         catching_up = self.journal is not None and not self.journal.caught_up
         for item in self._pending:
-            due = item.deadline <= now
-            if due and catching_up and now < item.deadline + CATCHUP_MAX:
+            ripe = item.deadline <= now
+            if ripe and catching_up and not force and now < item.deadline + CATCHUP_MAX:
                 keep.append(item)
                 next_deadline = min(next_deadline or now + 0.5, now + 0.5)
-            elif force or due:
+            elif force or ripe:
                 self._emit_pending(item)
             else:
                 keep.append(item)
