@@ -93,6 +93,8 @@ class Agent:
                 entry: dict[str, Any] = self.pipeline.count(section).as_dict()
                 entry["counts"] = plugin.statistics()
                 out[kind][plugin.name] = entry
+        if self.pipeline.aggregator is not None:
+            out["aggregation"] = self.pipeline.aggregator.statistics()
         return out
 
     def statistics(self) -> None:
@@ -114,6 +116,11 @@ class Agent:
         self.loop.call_every(statistics_interval, self.statistics)
         self.loop.call_every(STATE_SAVE_INTERVAL, self.save_state)
         self.loop.call_every(OUTPUT_RETRY_INTERVAL, self._retry_outputs)
+        if self.pipeline.aggregator is not None:
+            aggregator = self.pipeline.aggregator
+            aggregator.start(
+                lambda every, flush: self.loop.call_every(every, flush, owner="aggregation")
+            )
         for kind in reversed(KINDS):
             for section, plugin in self.plugins[kind]:
                 self.loop.call(section, plugin.start)
@@ -170,6 +177,8 @@ class Agent:
         self._shut = True
         self.loop.stopping = True
         for kind in KINDS:
+            if kind == "outputs" and self.pipeline.aggregator is not None:
+                self.pipeline.aggregator.stop()  # what it holds is written before outputs stop
             for section, plugin in self.plugins[kind]:
                 self.loop.call(section, plugin.stop)
                 if kind == "collectors":
@@ -189,6 +198,7 @@ def build(cfg: Config, clock: Clock | None = None, stdout: bool = False) -> Agen
     store = StateStore(cfg.state_dir)
     store.load()
     agent.store = store
+    aggregated: dict[str, str] = {}  # collector section -> priority
     for kind, registry in registries().items():
         available = registry.available()
         for name in registry.names:
@@ -198,6 +208,19 @@ def build(cfg: Config, clock: Clock | None = None, stdout: bool = False) -> Agen
             module = registry.load(name)
             section = f"{kind}.{name}"
             ctx = agent.context(kind, name)
-            plugin = module.create(ctx, cfg.section(section), store.get(section, name))
+            settings = cfg.section(section)
+            plugin = module.create(ctx, settings, store.get(section, name))
             agent.add(kind, plugin)
+            if kind == "collectors" and settings.get("priority", "none") != "none":
+                aggregated[section] = settings["priority"]
+    if aggregated:
+        from defender_agent.aggregate import Aggregator
+
+        periods = cfg.section("aggregation")
+        agent.pipeline.aggregator = Aggregator(
+            agent.pipeline.write,
+            {level: float(periods[level]) for level in ("high", "medium", "low")},
+            aggregated,
+            int(periods["max_entries"]),
+        )
     return agent

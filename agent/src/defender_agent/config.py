@@ -148,8 +148,8 @@ def _flatten(data: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{path}: {_key(top)}: unknown section{_suggest(top, known_tops)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {top}: expected a table, got {_show(table)}")
-        if top == "agent":
-            out["agent"] = table
+        if top in SECTIONS:  # a section of its own ([agent], [aggregation])
+            out[top] = table
             continue
         subs = sorted(s.split(".", 1)[1] for s in SECTIONS if s.startswith(top + "."))
         for sub, subtable in table.items():

@@ -1,8 +1,9 @@
 """The pipeline: a bounded queue from collectors to detectors (raw events) and outputs.
 
 emit() stamps `observed` (and `time`, when the source had none) from the clock, counts the
-record against its source and queues it; drain() hands every event to every detector in
-emit order, then writes it and the alerts it raised to every output.
+record against its source and queues it; drain() writes every record to every output (or
+hands it to the aggregator, when its collector's events are aggregated), then gives each
+event to every detector in emit order and writes the alerts they raise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs 
 if TYPE_CHECKING:
     from typing import Any
 
+    from defender_agent.aggregate import Aggregator
     from defender_agent.clock import Clock
     from defender_agent.model import Record
     from defender_agent.plugins import Detector, Output
@@ -44,7 +46,8 @@ class Pipeline:
         self.detectors: list[tuple[str, Detector]] = []
         self.outputs: list[tuple[str, Output]] = []
         self.counts: dict[str, Counts] = {}
-        self._queue: deque[Record] = deque()
+        self._queue: deque[tuple[str, Record]] = deque()
+        self.aggregator: Aggregator | None = None
         self._draining = False
         self.alerted = False  # an alert was written since the agent last looked
         self._serialize = True
@@ -71,7 +74,7 @@ class Pipeline:
             counts.dropped += 1
             return False
         counts.emitted += 1
-        self._queue.append(record)
+        self._queue.append((section, record))
         return True
 
     def drain(self) -> None:
@@ -80,8 +83,9 @@ class Pipeline:
         self._draining = True
         try:
             while self._queue:
-                record = self._queue.popleft()
-                self._write(record)
+                section, record = self._queue.popleft()
+                if self.aggregator is None or not self.aggregator.add(section, record):
+                    self._write(record)
                 if record.type == "event":
                     for section, detector in self.detectors:
                         self._detect(section, detector, record)
@@ -107,6 +111,10 @@ class Pipeline:
     def add_output(self, section: str, output: Output) -> None:
         self.outputs.append((section, output))
         self._serialize = any(getattr(o, "needs_line", True) for _s, o in self.outputs)
+
+    def write(self, record: Record) -> None:
+        """Hand a record to every output now (the aggregator's flushes)."""
+        self._write(record)
 
     def _write(self, record: Record) -> None:
         # Serialised once for every output; skipped when none wants the line (replay).
