@@ -97,6 +97,10 @@ def _check_value(key: Key, value: Any) -> Any:
         if not isinstance(value, str) or value not in key.choices:
             raise ValueError(f"expected one of {', '.join(key.choices)}, got {_show(value)}")
         return value
+    elif kind == "rules":  # custom alert rules: their own checks, one line per problem
+        from defender_agent import rules
+
+        return rules.parse(value)
     elif kind == "list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected a list of strings, got {_show(value)}")

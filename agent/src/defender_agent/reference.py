@@ -85,6 +85,7 @@ def render_markdown() -> str:
             kind = {
                 "optbool": "bool",
                 "list": "list of strings",
+                "rules": "list of rule tables ([docs/alerts.md](alerts.md))",
                 "enum": "string",
                 "str": "string",
                 "float": "number",

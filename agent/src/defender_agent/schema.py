@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
         section: str
         name: str
-        type: str  # "bool" | "int" | "float" | "str" | "list" | "enum" | "optbool"
+        type: str  # "bool" | "int" | "float" | "str" | "list" | "enum" | "optbool" | "rules"
         default: Any
         doc: str
         min: float | None = None
@@ -280,6 +280,15 @@ SCHEMA: tuple[Key, ...] = (
         min=65536,
         max=1 << 30,
         unit="bytes",
+    ),
+    Key("detectors.custom", "enabled", "optbool", None, _ENABLED_PLUGIN),
+    Key(
+        "detectors.custom",
+        "rules",
+        "rules",
+        [],
+        "Custom alert rules, one [[detectors.custom.rules]] table each: name, type, "
+        "severity, description and the type's fields (docs/alerts.md).",
     ),
     Key(
         "aggregation",
