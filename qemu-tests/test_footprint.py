@@ -28,17 +28,31 @@ def test_agent_service_is_active_and_small(guest: Guest) -> None:
     assert memory.total_pss_mib < RSS_CEILING_MIB
 
 
-SECURITY_EXPOSURE_MAX = 2.0  # systemd-analyze security: 0 is locked down, 10 is root, free
+# systemd-analyze security: 0 is locked down, 10 is root, free. 1.1 with login and sysinfo
+# alone; the process and network drop-ins' capabilities add to it (docs/security.md).
+SECURITY_EXPOSURE_MAX = 2.5
 
 
-def test_agent_runs_as_its_own_user_without_capabilities(guest: Guest, profile: Profile) -> None:
+# What the process and network collectors' unit drop-ins grant (agent/packaging/systemd/):
+# CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19). The image's package
+# has every collector; sysvinit starts the agent without capabilities.
+DROPIN_CAPABILITIES = 1 << 2 | 1 << 12 | 1 << 19
+
+
+def test_agent_runs_as_its_own_user_with_only_its_collectors_capabilities(
+    guest: Guest, profile: Profile
+) -> None:
     who = guest_agent.agent_identity(guest)
-    print(f"\nagent runs as {who.user} {who.uids}, groups {', '.join(who.groups)}")
+    print(
+        f"\nagent runs as {who.user} {who.uids}, groups {', '.join(who.groups)}, "
+        f"CapEff {who.cap_effective:#x}"
+    )
     assert who.user == "defender-agent" and len(set(who.uids)) == 1
     assert {"adm", "utmp"} <= set(who.groups)  # what reads the auth logs and btmp
     if profile.auth_messages == "journal":
         assert "systemd-journal" in who.groups  # what reads the journal
-    assert who.cap_effective == 0 and who.cap_permitted == 0
+    expected = DROPIN_CAPABILITIES if profile.init == "systemd" else 0
+    assert who.cap_effective == expected and who.cap_permitted == expected
 
 
 def test_systemd_unit_exposure_is_low(guest: Guest) -> None:
@@ -46,8 +60,8 @@ def test_systemd_unit_exposure_is_low(guest: Guest) -> None:
     if found is None:
         pytest.skip(
             "systemd-analyze rates systemd units only; this sysvinit image's privilege drop "
-            "(start-stop-daemon -c) is checked by test_agent_runs_as_its_own_user_without_"
-            "capabilities"
+            "(start-stop-daemon -c) is checked by test_agent_runs_as_its_own_user_with_only_"
+            "its_collectors_capabilities"
         )
     exposure, report = found
     print(f"\nsystemd-analyze security: overall exposure {exposure}")

@@ -40,7 +40,7 @@ def packageconfig_flags(text: str) -> dict[str, list[str]]:
 
 
 def test_registry_is_what_the_contract_says() -> None:
-    assert ALL_COLLECTORS == ("login", "sysinfo")
+    assert ALL_COLLECTORS == ("login", "sysinfo", "process", "network")
 
 
 def test_recipe_collector_list_is_the_registry() -> None:
@@ -80,9 +80,17 @@ def test_every_collector_has_its_module() -> None:
 def test_recipe_installs_files_that_exist() -> None:
     """do_install copies from agent/packaging/ (the one copy); each must be there."""
     used = set(re.findall(r"\$\{S\}/packaging/([\w.-]+)", recipe_text()))
-    assert used == {"agent.toml", "defender-agent.service", "defender-agent.init"}
-    for name in used:
+    assert used == {"agent.toml", "defender-agent.service", "defender-agent.init", "systemd"}
+    for name in used - {"systemd"}:
         assert (REPO / "agent" / "packaging" / name).is_file(), name
+
+
+def test_privilege_dropins_exist_only_for_registered_collectors() -> None:
+    """packaging/systemd/NAME.conf: the unit drop-in the recipe and the installer add
+    when collector NAME is built; a stray name would never be installed."""
+    dropins = {p.stem for p in (REPO / "agent" / "packaging" / "systemd").glob("*.conf")}
+    assert dropins == {"process", "network"}
+    assert dropins <= set(ALL_COLLECTORS)
 
 
 def test_recipe_sources_exist() -> None:
@@ -126,7 +134,19 @@ def run_collector_pruning(tmp_path: Path, packageconfig: str) -> set[str]:
     return {p.relative_to(collectors).as_posix() for p in collectors.rglob("*.py*")}
 
 
-@pytest.mark.parametrize("selected", [(), ("login",), ("sysinfo",), ALL_COLLECTORS])
+@pytest.mark.parametrize(
+    "selected",
+    [
+        (),
+        ("login",),
+        ("sysinfo",),
+        ("process",),
+        ("network",),
+        ("login", "network"),
+        ("process", "network"),
+        ALL_COLLECTORS,
+    ],
+)
 def test_do_install_keeps_only_selected_collectors(tmp_path: Path, selected: tuple[str]) -> None:
     left = run_collector_pruning(tmp_path, " ".join(selected))
     expected = {"__init__.py", "__pycache__/__init__.cpython-312.pyc"}

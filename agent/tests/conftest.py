@@ -23,7 +23,8 @@ T0 = timestamps.local(2026, 11, 27, 8, 0, 0) or 0.0
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config.Config:
-    """A validated config whose files all live under tmp_path (sysinfo off).
+    """A validated config whose files all live under tmp_path (sysinfo, process, network
+    off; their events unaggregated when a test turns them on).
 
     Keyword names are sections with `__` for the dot: collectors__login={...}.
     """
@@ -36,6 +37,10 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config.Config:
                 "btmp": str(tmp_path / "btmp"),
             },
             "sysinfo": {"enabled": False},
+            # the host's processes and sockets: test_process.py and test_network.py turn
+            # them on; their events are written at once (test_aggregate.py covers periods)
+            "process": {"enabled": False, "priority": "none"},
+            "network": {"enabled": False, "priority": "none"},
         },
     }
     for name, values in sections.items():

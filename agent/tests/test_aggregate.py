@@ -147,3 +147,21 @@ def test_a_full_table_writes_its_oldest_entry_early_and_stopping_writes_the_rest
     agent.stop()
     agent.shutdown()
     assert len(events(out, "process-exec")) == 3  # nothing held is lost at a stop
+
+
+def test_build_aggregates_the_collectors_that_have_a_priority(
+    cfg_factory: Any,
+) -> None:
+    from defender_agent import agent as agent_mod
+
+    cfg = cfg_factory(
+        collectors__process={"enabled": True, "priority": "high"},
+        collectors__network={"enabled": True, "priority": "none"},
+        aggregation={"high": 5},
+    )
+    built = agent_mod.build(cfg, clock=ManualClock(T0))
+    assert built.pipeline.aggregator is not None
+    assert built.pipeline.aggregator.sections == {"collectors.process": "high"}
+    assert built.pipeline.aggregator.periods["high"] == 5.0
+    none = cfg_factory(collectors__process={"enabled": True, "priority": "none"})
+    assert agent_mod.build(none, clock=ManualClock(T0)).pipeline.aggregator is None

@@ -179,7 +179,12 @@ def test_check_reports_backends_and_exit_codes(tmp_path: Path) -> None:
     assert "collector login: in build: yes, enabled: yes" in res.stdout
     assert "backend: inotify" in res.stdout
     assert f"{tmp_path / 'auth.log'}: missing (waited for)" in res.stdout
-    off = write_config(tmp_path, "enabled = false\n[collectors.sysinfo]\nenabled = false\n")
+    off = write_config(
+        tmp_path,
+        "enabled = false\n[collectors.sysinfo]\nenabled = false\n"
+        "[collectors.process]\nenabled = false\n"
+        "[collectors.network]\nenabled = false\n",
+    )
     res = run_cli("check", "--config", str(off))
     assert res.returncode == 1
     assert "nothing can run" in res.stderr

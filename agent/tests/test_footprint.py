@@ -78,6 +78,7 @@ enabled = true
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES "))
     modules = set(line.split(" ", 1)[1].split(","))
     assert {"defender_agent.collectors.login", "defender_agent.collectors.sysinfo"} <= modules
+    assert "defender_agent.collectors.network" in modules  # on by default: it polled at start
     assert sorted(modules & set(HEAVY)) == []
     events = (tmp_path / "state" / "events.jsonl").read_text().splitlines()
     payloads = [json.loads(ln)["payload"] for ln in events]

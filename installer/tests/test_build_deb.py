@@ -64,6 +64,9 @@ def test_full_package_has_every_module_and_the_service_files(
     assert listing["./etc/defender-agent/agent.toml"] == "-rw-r--r--"
     assert listing["./var/lib/defender-agent"] == "drwxr-x---"
     assert full_deb["collectors"] == list(_registered(repo))
+    # the collectors that need more than the base unit bring their drop-ins
+    dropins = sorted(p.rsplit("/", 1)[1] for p in listing if "/defender-agent.service.d/" in p)
+    assert dropins == ["network.conf", "process.conf"]
 
 
 def test_collector_selection_leaves_the_others_out(
@@ -72,10 +75,12 @@ def test_collector_selection_leaves_the_others_out(
     listing = _listing(dpkg_deb, login_deb["path"])
     packaged = {path.removeprefix(LIB) for path in listing if path.startswith(LIB + "")}
     assert "collectors/login.py" in packaged
-    assert "collectors/sysinfo.py" not in packaged
+    others = {f"collectors/{name}.py" for name in _registered(repo) if name != "login"}
+    assert not others & packaged
     # Everything else (the core) is still there.
-    assert _source_modules(repo, skip={"collectors/sysinfo.py"}) <= packaged
+    assert _source_modules(repo, skip=others) <= packaged
     assert login_deb["collectors"] == ["login"]
+    assert not [p for p in listing if "defender-agent.service.d" in p]  # no extra privileges
 
     dpkg_deb("-x", str(login_deb["path"]), str(tmp_path))
     info = json.loads((tmp_path / "usr/lib/defender-agent/BUILD-INFO.json").read_text())

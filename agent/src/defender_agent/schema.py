@@ -190,6 +190,132 @@ SCHEMA: tuple[Key, ...] = (
         max=2592000,
         unit="s",
     ),
+    Key("collectors.process", "enabled", "optbool", None, _ENABLED_PLUGIN),
+    Key(
+        "collectors.process",
+        "backend",
+        "enum",
+        "auto",
+        "Where programs started are seen: netlink (the kernel's process connector, every "
+        "exec as it happens; CAP_NET_ADMIN before Linux 6.6), proc (a scan of /proc every "
+        "poll_interval: a process shorter than that is missed), or auto (netlink when the "
+        "kernel accepts it, else proc).",
+        choices=("auto", "netlink", "proc"),
+    ),
+    Key(
+        "collectors.process",
+        "poll_interval",
+        "float",
+        1.0,
+        "Seconds between /proc scans when polling (the first scan is a silent baseline).",
+        min=0.1,
+        max=60,
+        unit="s",
+    ),
+    Key(
+        "collectors.process",
+        "exits",
+        "bool",
+        False,
+        "Also send a process-exit event (pid, exit code or signal) for every process that "
+        "ends: only when a detector asks for it.",
+    ),
+    Key(
+        "collectors.process",
+        "proc",
+        "str",
+        "/proc",
+        "Where procfs is mounted (another place: an agent in a container watching its host "
+        "through the host's /proc, in the host's PID namespace).",
+    ),
+    Key(
+        "collectors.process",
+        "priority",
+        "enum",
+        "medium",
+        "Aggregation of `process-exec` events: high, medium or low write identical ones "
+        "(executable, command line, user) as one record with a count per [aggregation] "
+        "period (the micro agent's default: medium); none writes each one at once. "
+        "Detectors see every one at once either way.",
+        choices=("none", "high", "medium", "low"),
+    ),
+    Key("collectors.network", "enabled", "optbool", None, _ENABLED_PLUGIN),
+    Key(
+        "collectors.network",
+        "backend",
+        "enum",
+        "auto",
+        "Where the TCP and UDP socket tables come from: sock_diag (netlink), proc "
+        "(/proc/net text tables), or auto (sock_diag for each protocol the kernel's "
+        "sock_diag handles, /proc/net for the others). Raw sockets always come from "
+        "/proc/net/raw and raw6.",
+        choices=("auto", "sock_diag", "proc"),
+    ),
+    Key(
+        "collectors.network",
+        "poll_interval",
+        "float",
+        5.0,
+        "Seconds between looks at the socket tables. A connection opened and closed "
+        "between two looks is seen only if one end lingers (TIME_WAIT).",
+        min=1,
+        max=3600,
+        unit="s",
+    ),
+    Key(
+        "collectors.network",
+        "report_existing",
+        "bool",
+        False,
+        "Report the connections already open at start as `connection` events; otherwise "
+        "the first look is a silent baseline (the listen snapshot is always sent).",
+    ),
+    Key(
+        "collectors.network",
+        "owners",
+        "bool",
+        True,
+        "Find the pid and executable of each new socket from /proc/*/fd (a scan only when "
+        "a socket with an inode never looked up appears; other users' processes need "
+        "CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE).",
+    ),
+    Key(
+        "collectors.network",
+        "max_connections",
+        "int",
+        4096,
+        "Connections tracked at most; new ones beyond are neither tracked nor reported "
+        "(counted as table-full).",
+        min=16,
+        max=1000000,
+    ),
+    Key(
+        "collectors.network",
+        "max_listen",
+        "int",
+        1024,
+        "Listening sockets in the snapshot at most (more: counted, `truncated` set).",
+        min=16,
+        max=65536,
+    ),
+    Key(
+        "collectors.network",
+        "proc",
+        "str",
+        "/proc",
+        "Where procfs is mounted: /proc/net tables and /proc/PID/fd owners.",
+    ),
+    Key(
+        "collectors.network",
+        "priority",
+        "enum",
+        "medium",
+        "Aggregation of `connection` events: high, medium or low write identical ones "
+        "(direction, protocol, addresses, remote port; an inbound one's local port) as one "
+        "record with a count per [aggregation] period (default medium, as the micro "
+        "agent's); none writes each one at once. Detectors see every one at once.",
+        choices=("none", "high", "medium", "low"),
+    ),
     Key("detectors.brute_force", "enabled", "optbool", None, _ENABLED_PLUGIN),
     Key(
         "detectors.brute_force",

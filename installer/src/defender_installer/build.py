@@ -141,6 +141,10 @@ def _stage(
     add(build_info, layout.BUILD_INFO_PATH, 0o644)
     add(packaging / "defender-agent", layout.COMMAND_PATH, 0o755)
     add(packaging / "defender-agent.service", layout.SYSTEMD_UNIT_PATH, 0o644)
+    for name in collectors:  # the privileges a collector needs come with it, and only then
+        dropin = packaging / "systemd" / f"{name}.conf"
+        if dropin.is_file():
+            add(dropin, f"{layout.SYSTEMD_DROPIN_DIR}/{name}.conf", 0o644)
     add(packaging / "defender-agent.init", layout.INIT_SCRIPT_PATH, 0o755)
     # config|noreplace: a conffile for deb (kept on upgrade), %config(noreplace) for rpm.
     add(packaging / "agent.toml", layout.CONFIG_PATH, 0o644, "config|noreplace")

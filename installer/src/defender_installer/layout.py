@@ -13,6 +13,8 @@ PYTHON_PACKAGE_DIR = f"{LIB_DIR}/defender_agent"
 BUILD_INFO_PATH = f"{LIB_DIR}/BUILD-INFO.json"
 COMMAND_PATH = "/usr/bin/defender-agent"
 SYSTEMD_UNIT_PATH = "/lib/systemd/system/defender-agent.service"
+# Drop-ins granting what a collector needs beyond the base unit (packaging/systemd/NAME.conf)
+SYSTEMD_DROPIN_DIR = "/lib/systemd/system/defender-agent.service.d"
 INIT_SCRIPT_PATH = "/etc/init.d/defender-agent"
 CONFIG_DIR = "/etc/defender-agent"
 CONFIG_PATH = f"{CONFIG_DIR}/agent.toml"

@@ -11,6 +11,6 @@ from __future__ import annotations
 
 from defender_agent.plugins import Registry
 
-ALL_COLLECTORS: tuple[str, ...] = ("login", "sysinfo")
+ALL_COLLECTORS: tuple[str, ...] = ("login", "sysinfo", "process", "network")
 
 REGISTRY = Registry("collectors", __name__, ALL_COLLECTORS, __file__)
