@@ -433,3 +433,90 @@ def test_lab_commands_quote_hostile_names() -> None:
     command = lab.password_attempt("198.51.100.7", "x'; reboot; '", "p w", 2222)
     assert "'x'\"'\"'; reboot; '\"'\"''@198.51.100.1" in command
     assert "DFN_PASSWORD='p w'" in command and "-p 2222" in command
+
+
+# --- (h) processes, connections, listeners, custom rules ----------------------------------
+
+
+def _activity(**changes: Any) -> Any:
+    from defender_tools.scenarios.system_activity import DENIED, FINE, MARK, ActivitySeen
+
+    alerts = [
+        {"name": "dfn-denied-program", "executable": DENIED},
+        {"name": "dfn-unlisted-program", "executable": DENIED},
+        {"name": "dfn-denied-destination", "remote_port": 8443},
+        {"name": "dfn-unlisted-destination", "remote_address": "192.0.2.130"},
+        {"name": "dfn-inbound", "remote_address": "192.0.2.130"},
+        {"name": "dfn-listener", "port": 18080},
+        {"name": "dfn-users", "user": "operator"},
+        {"name": "dfn-chatty", "_time": T0 + 100},
+        {"name": "dfn-console", "_time": T0 + 90},
+    ]
+    seen = ActivitySeen(
+        execs=[
+            {
+                "cmdline": "sleep 6",
+                "parent_cmdline": f"bash -c sleep 6; true {MARK}",
+                "executable": "/usr/bin/sleep",
+            },
+            {"cmdline": f"{FINE} 6", "executable": FINE},
+        ],
+        connections=[
+            {
+                "direction": "out",
+                "remote_address": "192.0.2.2",
+                "remote_port": 8443,
+                "executable": "/usr/bin/bash",
+            }
+        ],
+        listens=[
+            {"sockets": [{"protocol": "tcp", "port": 22}, {"protocol": "tcp", "port": 18080}]}
+        ],
+        alerts=alerts,
+        phases={"burst": T0 + 80, "console": T0 + 75},
+        statuses={"setup": 0, "spawn": 0},
+        logins={"operator": True, "root": True},
+    )
+    return dataclasses.replace(seen, **changes)
+
+
+def test_system_activity_passes_on_every_expected_finding() -> None:
+    from defender_tools.scenarios.system_activity import SystemActivity
+
+    result = SystemActivity().judge(_activity(), STANDARD)
+    assert result.passed, result.failures()
+
+
+def test_system_activity_names_each_miss() -> None:
+    from defender_tools.scenarios.system_activity import FINE, SystemActivity
+
+    seen = _activity()
+    noisy = dataclasses.replace(
+        seen, alerts=[*seen.alerts, {"name": "dfn-denied-program", "executable": FINE}]
+    )
+    assert _failed(SystemActivity().judge(noisy, STANDARD)) == [
+        "dfn-denied-program: one alert, none on the near miss"
+    ]
+    early = dataclasses.replace(
+        seen, alerts=[*seen.alerts, {"name": "dfn-console", "_time": T0 + 10}]
+    )
+    assert _failed(SystemActivity().judge(early, STANDARD)) == [
+        "dfn-console: one alert, none on the near miss"
+    ]
+    no_child = dataclasses.replace(seen, execs=[])
+    assert "the shell's child is seen with its parent" in _failed(
+        SystemActivity().judge(no_child, STANDARD)
+    )
+
+
+def test_without_ptrace_process_rules_must_stay_silent() -> None:
+    from defender_tools.scenarios.system_activity import SystemActivity
+
+    seen = _activity()
+    quiet = dataclasses.replace(
+        seen, alerts=[x for x in seen.alerts if "program" not in str(x["name"])]
+    )
+    assert SystemActivity().judge(quiet, EMBEDDED).passed
+    assert "dfn-denied-program: no alert without the executable" in _failed(
+        SystemActivity().judge(seen, EMBEDDED)
+    )

@@ -201,6 +201,19 @@ def last_event_time(guest: Guest, event: str, source: str) -> float | None:
     return newest
 
 
+def events(guest: Guest, event: str) -> list[dict[str, Any]]:
+    """The payloads of every EVENT record the agent's events file (and its backups) hold."""
+    pattern = shlex.quote(f'"event":"{event}"')
+    cmd = f"cat {EVENTS}.3 {EVENTS}.2 {EVENTS}.1 {EVENTS} 2>/dev/null | grep -F {pattern}"
+    _rc, out, _err = guest.ssh(cmd)
+    payloads = []
+    for record in parse_records(out):
+        payload = record.get("payload")
+        if isinstance(payload, dict) and payload.get("event") == event:
+            payloads.append(payload)
+    return payloads
+
+
 def count_events(guest: Guest, event: str, source: str | None = None) -> int:
     """How many EVENT records (from SOURCE, if given) the agent's events file and its
     backups hold."""
