@@ -11,6 +11,8 @@ temporary auth log, and prints figures for docs/benchmarks.md:
 - `replay`: `defender-agent replay` over a generated auth log of realistic mix (failed
   passwords, invalid users, PAM pairs, preauth closes, logins, other programs): lines/s
   and peak RSS;
+- `guest-cpu`: the packaged agent's idle CPU share in a booted image, with every
+  collector on (and its journalctl child);
 - `guest-memory`: the packaged agent in a booted quick image (the packaged configuration,
   the real service), restarted several times: RSS and PSS of each start.
 """
@@ -27,13 +29,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from defender_tools.errors import UserError
+
+if TYPE_CHECKING:
+    from defender_tools.qemu_runner import Guest
 
 app = typer.Typer(help="Measure the agent: detection latency, memory.", no_args_is_help=True)
 
@@ -386,4 +391,80 @@ def guest_memory_command(
         f"{profile} image, {restarts} starts: VmRSS median {statistics.median(rss)} MiB "
         f"({min(rss)}-{max(rss)}), Pss median {statistics.median(pss)} MiB "
         f"({min(pss)}-{max(pss)})"
+    )
+
+
+def _cpu_ticks(guest: Guest, pid: int) -> tuple[int, float]:
+    """(utime + stime of PID and its live children, the guest's uptime in seconds)."""
+    script = (
+        f"for p in {pid} $(cat /proc/{pid}/task/*/children 2>/dev/null); do "
+        "awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null; done; "
+        "echo up $(cut -d' ' -f1 /proc/uptime)"
+    )
+    _rc, out, _err = guest.ssh(script)
+    ticks, uptime = 0, 0.0
+    for line in out.split("\n"):
+        words = line.split()
+        if words[:1] == ["up"] and len(words) == 2:
+            uptime = float(words[1])
+        elif len(words) == 1 and words[0].isdigit():
+            ticks += int(words[0])
+    return ticks, uptime
+
+
+def measure_guest_cpu(profile: str, seconds: float, backend: str) -> dict[str, float]:
+    """The packaged agent's CPU share of one vCPU, idle, over SECONDS (with its children)."""
+    from defender_tools import guest_agent
+    from defender_tools.agent_package import build_agent_deb
+    from defender_tools.images.debian import build_image, image_dir_name
+    from defender_tools.qemu_runner import Guest
+
+    root = Path(__file__).resolve().parents[3]
+    package = build_agent_deb(root / "build" / "dist")
+    image = build_image(
+        root / "build" / "images" / image_dir_name(profile), [package], profile=profile
+    )
+    with Guest(image.conf) as guest:
+        guest_agent.wait_for_service(guest)
+        if backend != "auto":
+            guest.ssh(
+                "printf '[collectors.process]\\nbackend = \"%s\"\\n' "
+                f"{backend} > /etc/defender-agent/agent.toml"
+            )
+            guest_agent.stop_service(guest)
+            guest_agent.start_service(guest)
+            guest_agent.wait_for_service(guest)
+        time.sleep(30)  # past the start's work
+        pid = guest_agent.agent_memory(guest).pid
+        _rc, hz_text, _err = guest.ssh("getconf CLK_TCK")
+        hz = int(hz_text.strip() or 100)
+        ticks0, up0 = _cpu_ticks(guest, pid)
+        time.sleep(seconds)
+        ticks1, up1 = _cpu_ticks(guest, pid)
+    wall = up1 - up0
+    return {
+        "seconds": round(wall, 1),
+        "cpu_seconds": round((ticks1 - ticks0) / hz, 3),
+        "percent_of_one_vcpu": round(100 * (ticks1 - ticks0) / hz / wall, 3),
+    }
+
+
+@app.command("guest-cpu")
+def guest_cpu_command(
+    profile: Annotated[str, typer.Option(help="Image profile: standard or embedded.")] = "standard",
+    seconds: Annotated[float, typer.Option(help="How long to measure, idle.", min=10)] = 300.0,
+    process_backend: Annotated[
+        str, typer.Option(help="The process collector's backend: auto, netlink or proc.")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Idle CPU of the packaged agent (every collector on) in a booted image (needs root)."""
+    result = measure_guest_cpu(profile, seconds, process_backend)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    Console().print(
+        f"{profile} image, process backend {process_backend}, idle {result['seconds']} s: "
+        f"{result['cpu_seconds']} s of CPU, {result['percent_of_one_vcpu']} % of one vCPU "
+        "(agent and its children)"
     )
