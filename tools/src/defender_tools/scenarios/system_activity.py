@@ -154,8 +154,9 @@ def _bg(command: str) -> str:
 
 
 def _tcp(host: str, port: int, hold: int = 12) -> str:
-    """A bash that opens a TCP connection and holds it: the connection's owner is bash."""
-    return _bg(f"exec bash -c 'exec 3<>/dev/tcp/{host}/{port}; sleep {hold}'")
+    """A bash that opens a TCP connection and holds it, waiting on it without a child (a
+    `sleep` would inherit the descriptor and own the connection too)."""
+    return _bg(f"exec bash -c 'exec 3<>/dev/tcp/{host}/{port}; read -r -t {hold} -u 3 _'")
 
 
 @dataclass(frozen=True)
