@@ -35,7 +35,8 @@ SECURITY_EXPOSURE_MAX = 2.0
 
 # What the process and network collectors' unit drop-ins grant (agent/packaging/systemd/):
 # CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19). The image's package
-# has every collector; sysvinit starts the agent without capabilities.
+# has every collector; the sysvinit script reads the same drop-ins and grants the same
+# through setpriv.
 DROPIN_CAPABILITIES = 1 << 2 | 1 << 12 | 1 << 19
 
 
@@ -51,8 +52,8 @@ def test_agent_runs_as_its_own_user_with_only_its_collectors_capabilities(
     assert {"adm", "utmp"} <= set(who.groups)  # what reads the auth logs and btmp
     if profile.auth_messages == "journal":
         assert "systemd-journal" in who.groups  # what reads the journal
-    expected = DROPIN_CAPABILITIES if profile.init == "systemd" else 0
-    assert who.cap_effective == expected and who.cap_permitted == expected
+    assert who.cap_effective == DROPIN_CAPABILITIES
+    assert who.cap_permitted == DROPIN_CAPABILITIES
 
 
 def test_systemd_unit_exposure_is_low(guest: Guest) -> None:
@@ -60,8 +61,8 @@ def test_systemd_unit_exposure_is_low(guest: Guest) -> None:
     if found is None:
         pytest.skip(
             "systemd-analyze rates systemd units only; this sysvinit image's privilege drop "
-            "(start-stop-daemon -c) is checked by test_agent_runs_as_its_own_user_with_only_"
-            "its_collectors_capabilities"
+            "(setpriv from the init script) is checked by test_agent_runs_as_its_own_user_"
+            "with_only_its_collectors_capabilities"
         )
     exposure, report = found
     print(f"\nsystemd-analyze security: overall exposure {exposure}")

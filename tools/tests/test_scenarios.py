@@ -509,14 +509,14 @@ def test_system_activity_names_each_miss() -> None:
     )
 
 
-def test_without_ptrace_process_rules_must_stay_silent() -> None:
+def test_both_init_systems_are_judged_alike() -> None:
     from defender_tools.scenarios.system_activity import SystemActivity
 
+    assert SystemActivity().judge(_activity(), EMBEDDED).passed
     seen = _activity()
-    quiet = dataclasses.replace(
+    silent = dataclasses.replace(
         seen, alerts=[x for x in seen.alerts if "program" not in str(x["name"])]
     )
-    assert SystemActivity().judge(quiet, EMBEDDED).passed
-    assert "dfn-denied-program: no alert without the executable" in _failed(
-        SystemActivity().judge(seen, EMBEDDED)
+    assert "dfn-denied-program: one alert, none on the near miss" in _failed(
+        SystemActivity().judge(silent, EMBEDDED)
     )

@@ -237,10 +237,11 @@ class SystemActivity(Scenario[ActivitySeen]):
         result = ScenarioResult(self.name)
         failed = [name for name, status in seen.statuses.items() if status != 0]
         result.checks.append(Check("every guest step ran", not failed, ", ".join(failed)))
-        sees_exe = profile.init == "systemd"  # the drop-in's CAP_SYS_PTRACE: other users' exe
-        result.extend(_process_checks(seen, sees_exe))
-        result.extend(_network_checks(seen, sees_exe))
-        result.extend(_rule_checks(seen, sees_exe))
+        # both init systems give the agent its collectors' capabilities (CAP_SYS_PTRACE:
+        # other users' executables), so both profiles are judged alike
+        result.extend(_process_checks(seen))
+        result.extend(_network_checks(seen))
+        result.extend(_rule_checks(seen))
         return result
 
 
@@ -290,20 +291,20 @@ def _key_login(guest: Guest) -> bool:
         client.close()
 
 
-def _process_checks(seen: ActivitySeen, sees_exe: bool) -> list[Check]:
+def _process_checks(seen: ActivitySeen) -> list[Check]:
     child = [
         e
         for e in seen.execs
         if str(e.get("cmdline", "")).startswith("sleep 6") and MARK in str(e.get("parent_cmdline"))
     ]
     out = [Check("the shell's child is seen with its parent", bool(child), f"{len(child)} seen")]
-    if child and sees_exe:
+    if child:
         exe = str(child[0].get("executable"))
         out.append(Check("the child's executable is sleep", exe.endswith("/sleep"), exe))
     return out
 
 
-def _network_checks(seen: ActivitySeen, sees_exe: bool) -> list[Check]:
+def _network_checks(seen: ActivitySeen) -> list[Check]:
     outbound = [
         c
         for c in seen.connections
@@ -312,7 +313,7 @@ def _network_checks(seen: ActivitySeen, sees_exe: bool) -> list[Check]:
         and c.get("remote_port") == 8443
     ]
     out = [Check("the connection into the namespace is seen", bool(outbound), f"{len(outbound)}")]
-    if outbound and sees_exe:
+    if outbound:
         exe = str(outbound[0].get("executable"))
         out.append(Check("with its owning program (bash)", exe.endswith("/bash"), exe))
     ports = {
@@ -344,16 +345,13 @@ def _exactly_one(rule: str, hits: list[dict[str, Any]], misses: list[dict[str, A
     )
 
 
-def _rule_checks(seen: ActivitySeen, sees_exe: bool) -> list[Check]:
+def _rule_checks(seen: ActivitySeen) -> list[Check]:
     a = seen.alerts
     out = []
     for rule in ("dfn-denied-program", "dfn-unlisted-program"):
         hits = [x for x in _named(a, rule) if x.get("executable") == DENIED]
         misses = [x for x in _named(a, rule) if x.get("executable") == FINE]
-        if sees_exe:
-            out.append(_exactly_one(rule, hits, misses))
-        else:  # sysvinit: no CAP_SYS_PTRACE, root's executables are unknown (docs/security.md)
-            out.append(Check(f"{rule}: no alert without the executable", not hits and not misses))
+        out.append(_exactly_one(rule, hits, misses))
     dest = _named(a, "dfn-denied-destination")
     out.append(
         _exactly_one(
