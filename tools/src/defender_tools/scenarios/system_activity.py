@@ -35,7 +35,9 @@ from defender_tools.scenarios.base import Check, Scenario, ScenarioResult
 CONFIG = "/etc/defender-agent/agent.toml"
 SAVED = f"{lab.RUN_DIR}/agent.toml.orig"
 MARK = "dfn-parent-mark"
-DENIED, FINE = f"{lab.RUN_DIR}/dfn-denied", f"{lab.RUN_DIR}/dfn-fine"
+# not under /run: sysvinit mounts it noexec
+PROGRAMS = "/opt/dfn-lab"
+DENIED, FINE = f"{PROGRAMS}/dfn-denied", f"{PROGRAMS}/dfn-fine"
 WINDOW = 20  # seconds: the counting rules' window
 SETTLE_S = WINDOW + 6  # long enough for a window check and a poll after the last step
 
@@ -137,8 +139,10 @@ ip netns exec dfn-peer ip addr replace 192.0.2.2/24 dev dfn-veth1
 ip netns exec dfn-peer ip addr replace 192.0.2.130/24 dev dfn-veth1
 ip netns exec dfn-peer ip link set dfn-veth1 up
 ip netns exec dfn-peer ip link set lo up
+mkdir -p {PROGRAMS}
 cp /bin/sleep {DENIED}
 cp /bin/sleep {FINE}
+{DENIED} 0 && {FINE} 0  # they can run here
 printf '%s' {shlex.quote(_SERVE)} > {lab.RUN_DIR}/serve.py
 printf '%s' {shlex.quote(_CONNECT)} > {lab.RUN_DIR}/connect.py
 nohup ip netns exec dfn-peer python3 {lab.RUN_DIR}/serve.py 8443 8444 \\
@@ -228,7 +232,8 @@ class SystemActivity(Scenario[ActivitySeen]):
         finally:
             guest.ssh(
                 f"test -f {SAVED} && cp {SAVED} {CONFIG}; "
-                f"pkill -f {lab.RUN_DIR}/serve.py; ip netns del dfn-peer 2>/dev/null; true"
+                f"pkill -f {lab.RUN_DIR}/serve.py; ip netns del dfn-peer 2>/dev/null; "
+                f"rm -rf {PROGRAMS}; true"
             )
             guest_agent.stop_service(guest)
             guest_agent.start_service(guest)
