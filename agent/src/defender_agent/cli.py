@@ -206,8 +206,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _log.configure("warning")  # the report is the output; the agent's own chatter is not
     since = _since(args.since) if args.since else None
-    session = replay.Replay(cfg, since, print if args.json else None)
     try:
+        session = replay.Replay(cfg, since, print if args.json else None)
         for path in args.files:
             session.file(path, args.format)
     except replay.ReplayError as exc:

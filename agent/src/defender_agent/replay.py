@@ -97,8 +97,11 @@ class Replay:
         echo: Callable[[str], None] | None = None,
     ) -> None:
         from defender_agent import agent as agent_mod
-        from defender_agent.collectors import login
         from defender_agent.plugins import registries
+
+        if "login" not in registries()["collectors"].available():
+            raise ReplayError("this build has no login collector: replay runs its parsers")
+        from defender_agent.collectors import login
 
         self.clock = ManualClock(0.0)
         self.agent: Agent = agent_mod.Agent("replay", self.clock)
