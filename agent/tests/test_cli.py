@@ -27,6 +27,14 @@ LINES = [
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
+    """A config for the agent as a child process; EXTRA continues [collectors.login]. The
+    host's processes and sockets stay out of these tests (test_process.py and
+    test_network.py have theirs) unless EXTRA configures those collectors itself."""
+    host = (
+        ""
+        if "[collectors.process]" in extra
+        else "[collectors.process]\nenabled = false\n[collectors.network]\nenabled = false\n"
+    )
     cfg = tmp_path / "agent.toml"
     cfg.write_text(
         f"""
@@ -38,7 +46,7 @@ auth_logs = ["{tmp_path / "auth.log"}"]
 wtmp = ""
 btmp = ""
 {extra}
-"""
+{host}"""
     )
     return cfg
 

@@ -292,6 +292,10 @@ def _config(tmp_path: Path, **login: object) -> Path:
         *(f"{k} = {v}" for k, v in login.items()),
         "[collectors.sysinfo]",
         "enabled = false",
+        "[collectors.process]",  # the host's processes and sockets: not this flood's
+        "enabled = false",
+        "[collectors.network]",
+        "enabled = false",
         "[outputs.file]",
         "max_bytes = 1073741824",
     ]

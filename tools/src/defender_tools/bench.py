@@ -90,6 +90,10 @@ class AgentProcess:
                 'btmp = ""',
                 "[collectors.sysinfo]",
                 "enabled = false",
+                "[collectors.process]",  # the host's processes and sockets are not
+                "enabled = false",  # what these figures are about
+                "[collectors.network]",
+                "enabled = false",
                 "[outputs.file]",
                 "max_bytes = 1073741824",
             ]
