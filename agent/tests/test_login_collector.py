@@ -481,3 +481,48 @@ def test_scanners_count_only_in_aggressive_mode(
         assert got == ["192.0.2.52"]
     else:
         assert got == ["192.0.2.50", "192.0.2.51", "192.0.2.52"]
+
+
+def test_a_btmp_record_held_at_a_stop_pairs_with_its_line_after_the_restart(
+    tmp_path: Path,
+    cfg_factory: Callable[..., Any],
+    start_agent: Any,
+    advance_until: Callable[..., bool],
+) -> None:
+    """sshd writes the btmp record and the log line at once, but the line may reach the
+    agent later (journald tells readers up to 250 ms late). A stop in between must not
+    count the attempt twice: the held record is saved, and pairs after the restart."""
+    for name in ("auth.log", "btmp", "wtmp"):
+        (tmp_path / name).write_bytes(b"")
+    cfg = cfg_factory(collectors__login={"dedup_hold": 2.0})
+    first = start_agent(cfg)
+    append(tmp_path / "btmp", btmp_record("root", 40))
+    first.advance(0.1)
+    assert logins(tmp_path) == []  # held for its twin
+    first.stop()
+    first.shutdown()
+    assert logins(tmp_path) == []  # saved, not emitted
+    saved = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert len(saved["collectors.login"]["pending"]) == 1
+
+    append(tmp_path / "auth.log", SSHD_FAIL.format(pid=40, user="root", port=4))
+    second = start_agent(cfg)
+    assert advance_until(second, lambda: len(logins(tmp_path)) == 1, 1.0)
+    second.advance(5)  # past any hold: nothing more comes
+    assert [(e["origin"], e["port"]) for e in logins(tmp_path)] == [("authlog", 4)]
+
+
+def test_a_saved_record_whose_twin_never_comes_is_emitted_after_the_hold(
+    tmp_path: Path, cfg_factory: Callable[..., Any], start_agent: Any
+) -> None:
+    for name in ("auth.log", "btmp", "wtmp"):
+        (tmp_path / name).write_bytes(b"")
+    cfg = cfg_factory(collectors__login={"dedup_hold": 2.0})
+    first = start_agent(cfg)
+    append(tmp_path / "btmp", btmp_record("admin", 41))
+    first.advance(0.1)
+    first.stop()
+    first.shutdown()
+    second = start_agent(cfg)
+    second.advance(3)
+    assert [(e["origin"], e["user"]) for e in logins(tmp_path)] == [("btmp", "admin")]

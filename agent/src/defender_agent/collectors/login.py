@@ -136,6 +136,7 @@ class LoginCollector:
         self._invalid_pids: OrderedDict[int, bool] = OrderedDict()
         self._flush_timer: Timer | None = None
         self._fed_auth = False
+        self._restore_pending(state.get("pending"))
         # OpenSSH connections by pid, until they authenticate or close
         self._ssh: OrderedDict[int, _SshConnection] = OrderedDict()
         self._flush_at = 0.0
@@ -145,6 +146,8 @@ class LoginCollector:
         if self.journal is not None:  # first: btmp records read at start wait for it
             self.journal.start()
         self.watcher.start()
+        if self._pending:
+            self._schedule(self._pending[0].deadline)
         log.info(
             "login collector: %s; following %s",
             self.watcher.describe(),
@@ -159,7 +162,10 @@ class LoginCollector:
     def stop(self) -> None:
         if self.journal is not None:
             self.journal.stop()
-        self._flush(force=True)
+        # utmp records still waiting for their auth-log twins are saved, not emitted: the
+        # twin may be the first line the next run reads (journald tells its readers
+        # 250 ms late), and both would count
+        self._flush(force=True, keep_pending=True)
         self.watcher.stop()
 
     def save_state(self) -> dict[str, Any]:
@@ -171,7 +177,32 @@ class LoginCollector:
         state: dict[str, Any] = {"files": files}
         if self.journal is not None and self.journal.cursor:
             state["journal"] = {"cursor": self.journal.cursor}
+        if self._pending:
+            state["pending"] = [
+                [p.kind, p.key[0], p.key[1], p.record.payload, p.record.time, p.record.observed]
+                for p in self._pending
+            ]
         return state
+
+    def _restore_pending(self, saved: Any) -> None:
+        """utmp records the last run held for their twins: they wait again (a fresh hold,
+        and while the journal catches up), so the twin read now still pairs with them."""
+        if not isinstance(saved, list):
+            return
+        deadline = self.clock.monotonic() + self.hold
+        for item in saved[-MAX_TRACKED:]:
+            try:
+                kind, user, source, payload, when, observed = item
+                if kind not in ("failed", "login") or not isinstance(payload, dict):
+                    continue
+                record = Record("event", payload, float(when), float(observed))
+                key: Key = (
+                    None if user is None else str(user),
+                    None if source is None else str(source),
+                )
+            except (TypeError, ValueError):
+                continue
+            self._pending.append(_Pending(deadline, kind, key, record))
 
     def statistics(self) -> dict[str, int]:
         out = dict(self.counts)
@@ -603,8 +634,9 @@ class LoginCollector:
     def _emit_pending(self, item: _Pending) -> None:
         self.ctx.emit(item.record)
 
-    def _flush(self, force: bool) -> None:
-        """Emit what waited long enough (everything when stopping); re-arm the timer."""
+    def _flush(self, force: bool, keep_pending: bool = False) -> None:
+        """Emit what waited long enough (everything when stopping, but the utmp records
+        waiting for twins with `keep_pending`); re-arm the timer."""
         now = self.clock.monotonic()
         keep: deque[_Pending] = deque()
         next_deadline: float | None = None
@@ -613,7 +645,9 @@ class LoginCollector:
         catching_up = self.journal is not None and not self.journal.caught_up
         for item in self._pending:
             ripe = item.deadline <= now
-            if ripe and catching_up and not force and now < item.deadline + CATCHUP_MAX:
+            if keep_pending or (
+                ripe and catching_up and not force and now < item.deadline + CATCHUP_MAX
+            ):
                 keep.append(item)
                 next_deadline = min(next_deadline or now + 0.5, now + 0.5)
             elif force or ripe:
