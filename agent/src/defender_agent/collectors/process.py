@@ -319,6 +319,13 @@ class ProcessCollector:
                 return None
         cmdline = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
         exe = self._read(pid, problems, proc_pid.read_link, self.root, pid, "exe")
+        if cmdline is not None and not cmdline[0].rstrip(b"\0") and backend == "netlink":
+            # read while the kernel was still finishing the exec (seen once, rarely): the
+            # exe read above took that long; one more read of the arguments
+            again = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
+            if again is not None and again[0].rstrip(b"\0"):
+                self._count("cmdline-read-again")
+                cmdline = again
         ids = self._read(pid, problems, proc_pid.read_ids, self.root, pid)
         cwd = self._read(pid, problems, proc_pid.read_link, self.root, pid, "cwd")
         ppid = stat[0] if stat is not None else None
