@@ -731,7 +731,7 @@ os.setgroups([]); os.setgid(65534); os.setuid(65534)  # the agent's own user fro
 conn, why = cn_proc.listen({{}})
 if conn is None:
     os.write(gate_w, b"x")
-    raise SystemExit(print("SKIP", why))
+    raise SystemExit(print("SKIP: the kernel refuses an unprivileged listener:", why))
 conn.close()
 agent = Agent("t", ManualClock())
 out = Out()

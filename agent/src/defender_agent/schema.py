@@ -43,6 +43,22 @@ else:
 
 _ENABLED_PLUGIN = "Unset: on when in the build; `true` on a build without it is an error."
 
+
+def _priority(section: str, event: str, identity: str) -> Key:
+    """The `priority` key of a collector whose events are aggregated (aggregate.py)."""
+    return Key(
+        section,
+        "priority",
+        "enum",
+        "medium",
+        f"Aggregation of `{event}` events: high, medium or low write identical ones "
+        f"({identity}) as one record with a count per [aggregation] period (default "
+        "medium, as the micro agent's); none writes each one at once. Detectors see "
+        "every one at once either way.",
+        choices=("none", "high", "medium", "low"),
+    )
+
+
 SCHEMA: tuple[Key, ...] = (
     Key(
         "agent",
@@ -228,17 +244,7 @@ SCHEMA: tuple[Key, ...] = (
         "Where procfs is mounted (another place: an agent in a container watching its host "
         "through the host's /proc, in the host's PID namespace).",
     ),
-    Key(
-        "collectors.process",
-        "priority",
-        "enum",
-        "medium",
-        "Aggregation of `process-exec` events: high, medium or low write identical ones "
-        "(executable, command line, user) as one record with a count per [aggregation] "
-        "period (the micro agent's default: medium); none writes each one at once. "
-        "Detectors see every one at once either way.",
-        choices=("none", "high", "medium", "low"),
-    ),
+    _priority("collectors.process", "process-exec", "executable, command line, user"),
     Key("collectors.network", "enabled", "optbool", None, _ENABLED_PLUGIN),
     Key(
         "collectors.network",
@@ -305,16 +311,10 @@ SCHEMA: tuple[Key, ...] = (
         "/proc",
         "Where procfs is mounted: /proc/net tables and /proc/PID/fd owners.",
     ),
-    Key(
+    _priority(
         "collectors.network",
-        "priority",
-        "enum",
-        "medium",
-        "Aggregation of `connection` events: high, medium or low write identical ones "
-        "(direction, protocol, addresses, remote port; an inbound one's local port) as one "
-        "record with a count per [aggregation] period (default medium, as the micro "
-        "agent's); none writes each one at once. Detectors see every one at once.",
-        choices=("none", "high", "medium", "low"),
+        "connection",
+        "direction, protocol, addresses, remote port; an inbound one's local port",
     ),
     Key("detectors.brute_force", "enabled", "optbool", None, _ENABLED_PLUGIN),
     Key(

@@ -211,7 +211,7 @@ class Guest:
             self.check_alive()
             if ssh_banner(self.ssh_port):
                 try:
-                    self._client = self._connect()
+                    self._client = self.connect()
                 except (paramiko.SSHException, OSError, EOFError):
                     time.sleep(1.0)
                     continue
@@ -224,7 +224,9 @@ class Guest:
             f"(serial log: {self.serial_log})"
         )
 
-    def _connect(self) -> paramiko.SSHClient:
+    def connect(self) -> paramiko.SSHClient:
+        """A new root SSH session with the image's key (each one is a login the guest
+        records); `ssh()` keeps one of these open."""
         client = paramiko.SSHClient()
         # A throwaway test guest on loopback: its host key is new on every build.
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())

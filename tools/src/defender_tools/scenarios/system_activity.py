@@ -277,23 +277,11 @@ def _password_login(guest: Guest, user: str, password: str) -> bool:
 
 
 def _key_login(guest: Guest) -> bool:
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
-        client.connect(
-            "127.0.0.1",
-            port=guest.ssh_port,
-            username="root",
-            pkey=paramiko.Ed25519Key.from_private_key_file(str(guest.key)),
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=10,
-        )
-        return True
+        guest.connect().close()
     except (paramiko.SSHException, OSError):
         return False
-    finally:
-        client.close()
+    return True
 
 
 def _process_checks(seen: ActivitySeen) -> list[Check]:
@@ -350,56 +338,32 @@ def _exactly_one(rule: str, hits: list[dict[str, Any]], misses: list[dict[str, A
     )
 
 
+# rule -> (the alert field that tells the cases apart, its positive value, its near miss)
+FINDINGS: tuple[tuple[str, str, object, object], ...] = (
+    ("dfn-denied-program", "executable", DENIED, FINE),
+    ("dfn-unlisted-program", "executable", DENIED, FINE),
+    ("dfn-denied-destination", "remote_port", 8443, 8444),
+    ("dfn-unlisted-destination", "remote_address", "192.0.2.130", "192.0.2.2"),
+    ("dfn-inbound", "remote_address", "192.0.2.130", "192.0.2.2"),
+    ("dfn-listener", "port", 18080, 18081),
+    ("dfn-users", "user", "operator", "root"),
+)
+# counting rules: the step that pushed the count out of range (earlier alerts: near misses)
+COUNTED = (("dfn-chatty", "burst"), ("dfn-console", "console"))
+
+
 def _rule_checks(seen: ActivitySeen) -> list[Check]:
-    a = seen.alerts
     out = []
-    for rule in ("dfn-denied-program", "dfn-unlisted-program"):
-        hits = [x for x in _named(a, rule) if x.get("executable") == DENIED]
-        misses = [x for x in _named(a, rule) if x.get("executable") == FINE]
+    for rule, field, positive, near_miss in FINDINGS:
+        alerts = _named(seen.alerts, rule)
+        if rule == "dfn-users":
+            logged_in = all(seen.logins.values())
+            out.append(Check("operator and root logged in", logged_in, str(seen.logins)))
+        hits = [x for x in alerts if x.get(field) == positive]
+        misses = [x for x in alerts if x.get(field) == near_miss]
         out.append(_exactly_one(rule, hits, misses))
-    dest = _named(a, "dfn-denied-destination")
-    out.append(
-        _exactly_one(
-            "dfn-denied-destination",
-            [x for x in dest if x.get("remote_port") == 8443],
-            [x for x in dest if x.get("remote_port") == 8444],
-        )
-    )
-    unlisted = _named(a, "dfn-unlisted-destination")
-    out.append(
-        _exactly_one(
-            "dfn-unlisted-destination",
-            [x for x in unlisted if x.get("remote_address") == "192.0.2.130"],
-            [x for x in unlisted if x.get("remote_address") == "192.0.2.2"],
-        )
-    )
-    inbound = _named(a, "dfn-inbound")
-    out.append(
-        _exactly_one(
-            "dfn-inbound",
-            [x for x in inbound if x.get("remote_address") == "192.0.2.130"],
-            [x for x in inbound if x.get("remote_address") == "192.0.2.2"],
-        )
-    )
-    listener = _named(a, "dfn-listener")
-    out.append(
-        _exactly_one(
-            "dfn-listener",
-            [x for x in listener if x.get("port") == 18080],
-            [x for x in listener if x.get("port") == 18081],
-        )
-    )
-    users = _named(a, "dfn-users")
-    out.append(Check("operator and root logged in", all(seen.logins.values()), str(seen.logins)))
-    out.append(
-        _exactly_one(
-            "dfn-users",
-            [x for x in users if x.get("user") == "operator"],
-            [x for x in users if x.get("user") == "root"],
-        )
-    )
-    for rule, phase in (("dfn-chatty", "burst"), ("dfn-console", "console")):
-        alerts = _named(a, rule)
+    for rule, phase in COUNTED:
+        alerts = _named(seen.alerts, rule)
         start = seen.phases.get(phase, 0.0)
         hits = [x for x in alerts if (x.get("_time") or 0) >= start - 1]
         misses = [x for x in alerts if (x.get("_time") or 0) < start - 1]
