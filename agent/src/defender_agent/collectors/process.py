@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections import OrderedDict
 
 from defender_agent import log as _log
@@ -47,6 +48,10 @@ PASSWD_CHECK = 10.0  # seconds between looks at /etc/passwd (a changed one empti
 DELETED = b" (deleted)"  # what the kernel appends to the link of an unlinked file
 SEQ_MASK = 0xFFFFFFFF
 BOOT_REFRESH = 60.0  # seconds a computed boot time is trusted
+# An exec in progress shows empty arguments for a moment: 1.4 ms at the median, 16 ms at
+# most over 3000 execs of /bin/sleep measured here. Re-reads back off to this many seconds.
+CMDLINE_WAIT = 0.064
+ZOMBIE_STATES = ("Z", "X")  # ended, not yet (or just) reaped: no memory, no arguments
 
 
 def text(raw: bytes, more: bool = False) -> tuple[str, bool]:
@@ -317,15 +322,8 @@ class ProcessCollector:
             stat = self._read(pid, problems, proc_pid.read_stat, self.root, pid)
             if "hidden-process" in problems:
                 return None
-        cmdline = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
+        cmdline = self._read_cmdline(pid, problems)
         exe = self._read(pid, problems, proc_pid.read_link, self.root, pid, "exe")
-        if cmdline is not None and not cmdline[0].rstrip(b"\0") and backend == "netlink":
-            # read while the kernel was still finishing the exec (seen once, rarely): the
-            # exe read above took that long; one more read of the arguments
-            again = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
-            if again is not None and again[0].rstrip(b"\0"):
-                self._count("cmdline-read-again")
-                cmdline = again
         ids = self._read(pid, problems, proc_pid.read_ids, self.root, pid)
         cwd = self._read(pid, problems, proc_pid.read_link, self.root, pid, "cwd")
         ppid = stat[0] if stat is not None else None
@@ -353,6 +351,38 @@ class ProcessCollector:
         }
         self._remember_parent(pid, executable, deleted, command)
         return payload, start
+
+    def _read_cmdline(self, pid: int, problems: set[str]) -> tuple[bytes, bool] | None:
+        """The raw arguments, waiting out an exec in progress.
+
+        An exec replaces the memory first and writes the new arguments into it a moment
+        later (while it maps the program and its interpreter): in between, cmdline reads
+        empty. A scan meets such a process often (its parent's fork is what made it new),
+        the connector rarely. An empty read of a process that is not a zombie is tried
+        again after 0.5, 1, 2, ... ms, for at most CMDLINE_WAIT seconds in all; what is
+        still empty then (a process exec'd with no arguments at all) goes out as null.
+        """
+        cmdline = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
+        if cmdline is None or cmdline[1] or cmdline[0].rstrip(b"\0"):
+            return cmdline
+        try:
+            if proc_pid.read_state(self.root, pid) in ZOMBIE_STATES:
+                return cmdline  # ended: its memory, and its arguments, are gone for good
+        except (OSError, ValueError):
+            return cmdline
+        pause, waited = 0.0005, 0.0
+        while waited < CMDLINE_WAIT:
+            time.sleep(pause)
+            waited += pause
+            pause *= 2
+            again = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
+            if again is None:
+                return None
+            if again[1] or again[0].rstrip(b"\0"):
+                self._count("cmdline-read-again")
+                return again
+        self._count("cmdline-empty")
+        return cmdline
 
     def _read(self, pid: int, problems: set[str], func: Callable[..., T], *args: Any) -> T | None:
         """func(*args), or None with the reason added to `problems`."""

@@ -62,6 +62,15 @@ def read_stat(root: str, pid: int) -> tuple[int, int, int]:
     return int(fields[1]), int(fields[19]), int(fields[6])  # fields 4, 22 and 9
 
 
+def read_state(root: str, pid: int) -> str:
+    """The one-letter state (field 3) of /proc/<pid>/stat: R, S, D, Z, ..."""
+    data = read(f"{root}/{pid}/stat", 4096)
+    fields = data[data.rfind(b")") + 2 :].split(maxsplit=1)
+    if not fields:
+        raise ValueError(f"{root}/{pid}/stat: no state after the name")
+    return fields[0].decode("ascii", "replace")
+
+
 def read_ids(root: str, pid: int) -> tuple[int, int]:
     """(real uid, effective uid) from the `Uid:` line of /proc/<pid>/status."""
     for line in read(f"{root}/{pid}/status", 8192).splitlines():
