@@ -296,8 +296,9 @@ def test_sighup_reopens_the_events_file(tmp_path: Path) -> None:
     proc.terminate()
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    (line,) = events.read_text().splitlines()
-    assert json.loads(line)["payload"]["event"] == "login"
+    login, last = (json.loads(line) for line in events.read_text().splitlines())
+    assert login["payload"]["event"] == "login"
+    assert last["type"] == "statistics"  # written at the stop: the counts of its last period
 
 
 @pytest.mark.parametrize("since", ["99999999999999d", "9" * 400 + "s"])

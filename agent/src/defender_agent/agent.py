@@ -171,14 +171,18 @@ class Agent:
 
     def shutdown(self) -> None:
         """Collectors stop first (they flush held events), the pipeline drains, then
-        detectors and outputs stop; state is saved last, with every final position."""
+        detectors stop; a last statistics record (the counts since the previous one) and
+        what aggregation holds are written before outputs stop; state is saved last, with
+        every final position."""
         if self._shut:
             return
         self._shut = True
         self.loop.stopping = True
         for kind in KINDS:
-            if kind == "outputs" and self.pipeline.aggregator is not None:
-                self.pipeline.aggregator.stop()  # what it holds is written before outputs stop
+            if kind == "outputs":
+                self.statistics()
+                if self.pipeline.aggregator is not None:
+                    self.pipeline.aggregator.stop()
             for section, plugin in self.plugins[kind]:
                 self.loop.call(section, plugin.stop)
                 if kind == "collectors":
