@@ -179,3 +179,55 @@ def test_kernels_without_epoll_fall_back_to_poll(monkeypatch: pytest.MonkeyPatch
     os.close(r)
     os.close(w)
     agent.shutdown()
+
+
+class _Reader:
+    """A collector that reads 'lines' in a reader callback and saves its position."""
+
+    name = "reader"
+
+    def __init__(self, ctx: Context, out: _ListOutput) -> None:
+        self.ctx = ctx
+        self.out = out
+        self.position = 0
+        self.written_at_save: list[tuple[int, int]] = []
+
+    def start(self) -> None:
+        pass
+
+    def read(self, n: int) -> None:
+        for _ in range(n):
+            self.position += 1
+            self.ctx.emit(Record("event", {"event": "line", "n": self.position}))
+
+    def stop(self) -> None:
+        pass
+
+    def save_state(self) -> dict[str, Any]:
+        self.written_at_save.append((self.position, len(self.out.records)))
+        return {"position": self.position}
+
+    def statistics(self) -> dict[str, int]:
+        return {}
+
+
+def test_a_saved_position_never_runs_ahead_of_what_outputs_took(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The periodic save fires inside a loop turn, possibly right after a reader queued
+    records: they are written before the position that covers them is saved (a kill -9
+    between the two once lost 162 failed logins in CI)."""
+    agent = Agent("t", clock)
+    agent.store = state_mod.StateStore(str(tmp_path))
+    out = _ListOutput()
+    agent.add("outputs", out)
+    reader = _Reader(agent.context("collectors", "reader"), out)
+    agent.add("collectors", reader)
+    # a read and the periodic save due in the same turn, the read first
+    agent.loop.call_later(1.0, lambda: reader.read(162))
+    agent.start(heartbeat_interval=3600, statistics_interval=3600)
+    agent.advance(1.0)
+    saved = [(pos, written) for pos, written in reader.written_at_save if pos]
+    assert saved and all(written >= pos for pos, written in saved), saved
+    agent.stop()
+    agent.shutdown()

@@ -101,7 +101,12 @@ class Agent:
         self.pipeline.emit("agent", Record("statistics", self.statistics_payload()))
 
     def save_state(self) -> None:
+        """Save every plugin's position, after the queue is drained: a collector's position
+        must never run ahead of what outputs took (a periodic save can fire in the turn
+        that read the lines, before their records left the queue; a kill -9 right after
+        would lose them)."""
         if self.store is not None:
+            self.pipeline.drain()
             self.store.save({section: plugin.save_state() for section, plugin in self._all()})
 
     def _retry_outputs(self) -> None:
