@@ -625,33 +625,52 @@ def test_a_process_caught_in_the_middle_of_its_exec(clock: ManualClock, children
     agent.shutdown()
 
 
-def test_an_exec_with_no_arguments_at_all(clock: ManualClock) -> None:
-    """execve(path, {NULL}, env): argc 0 (Linux 5.18+ fills in one empty argument), so
-    cmdline stays empty for good; after the bounded wait the event goes out with null,
-    counted."""
+ARGC0 = (
+    "import ctypes; libc = ctypes.CDLL(None); argv = (ctypes.c_char_p * 1)(None); "
+    "libc.execv(b'/bin/sh', argv); raise SystemExit('execv failed')"
+)
+
+
+def argument_less_shell() -> subprocess.Popen[bytes]:
+    """execve("/bin/sh", {NULL}, env): argc 0 (Linux 5.18+ fills in one empty argument),
+    so its cmdline is empty for good; returns once the shell answers (its exec is over)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", ARGC0], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(b"echo ready\n")
+    child.stdin.flush()
+    assert child.stdout.readline() == b"ready\n"
+    return child
+
+
+def test_programs_exec_d_with_no_arguments_at_all(clock: ManualClock) -> None:
+    """A scan waits a bounded time for arguments that never come, then sends null; its
+    waiting has a budget per scan (a flood of such programs must not stall the agent).
+    The connector never waits: it reports an exec once the arguments are in place."""
     agent, collector, out = build(clock, backend="proc")
     agent.start(heartbeat_interval=3600, statistics_interval=3600)
     agent.advance(1.0)
-    code = (
-        "import ctypes; libc = ctypes.CDLL(None); argv = (ctypes.c_char_p * 1)(None); "
-        "libc.execv(b'/bin/sh', argv); raise SystemExit('execv failed')"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    shells = []
     try:
-        assert child.stdin is not None and child.stdout is not None
-        child.stdin.write(b"echo ready\n")  # a shell answering: its exec is over
-        child.stdin.flush()
-        assert child.stdout.readline() == b"ready\n"
+        for _ in range(6):
+            shells.append(argument_less_shell())
         agent.advance(1.0)
-        (event,) = out.events(pid=child.pid)
-        assert event["payload"]["cmdline"] is None
-        assert event["payload"]["executable"] == os.path.realpath("/bin/sh")
-        assert collector.statistics().get("cmdline-empty") == 1
+        for shell in shells:
+            (event,) = out.events(pid=shell.pid)
+            assert event["payload"]["cmdline"] is None
+            assert event["payload"]["executable"] == os.path.realpath("/bin/sh")
+        stats = collector.statistics()
+        # 63.5 ms of waiting each: three fit in the 250 ms budget, the rest are sent at once
+        assert stats.get("cmdline-empty") == 3, stats
+        assert stats.get("cmdline-wait-budget-spent") == 3, stats
+        payload, _start = collector.read_process(shells[0].pid, "netlink", None, set())
+        assert payload["cmdline"] is None
+        assert collector.statistics().get("cmdline-empty") == 3  # no wait: nothing counted
     finally:
-        child.kill()
-        child.wait()
+        for shell in shells:
+            shell.kill()
+            shell.wait()
     agent.stop()
     agent.shutdown()
 

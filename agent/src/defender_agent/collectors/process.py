@@ -49,8 +49,9 @@ DELETED = b" (deleted)"  # what the kernel appends to the link of an unlinked fi
 SEQ_MASK = 0xFFFFFFFF
 BOOT_REFRESH = 60.0  # seconds a computed boot time is trusted
 # An exec in progress shows empty arguments for a moment: 1.4 ms at the median, 16 ms at
-# most over 3000 execs of /bin/sleep measured here. Re-reads back off to this many seconds.
+# most over 3000 execs of /bin/sleep measured here. Re-reads back off up to this long.
 CMDLINE_WAIT = 0.064
+SCAN_WAIT = 0.25  # seconds one /proc scan spends waiting for arguments, in all
 ZOMBIE_STATES = ("Z", "X")  # ended, not yet (or just) reaped: no memory, no arguments
 
 
@@ -96,12 +97,13 @@ class ProcessCollector:
         self.backend = ""  # "netlink" or "proc" once started; "" when nothing runs
         self.reason = ""  # why that backend
         self.hz = _clock_ticks()
-        self.hidden = proc_pid.hidepid(self.root) not in (None, "0", "off")
+        self.hidden = _hides_others(self.root)
         self._conn: cn_proc.Connector | None = None
         self._timer: Timer | None = None
         self._seq: dict[int, int] = {}  # cpu -> last connector sequence number seen
         self._known: dict[int, tuple[int, int, bool]] = {}  # pid -> (inode, start, user)
         self._scanned = False
+        self._scan_wait_left = SCAN_WAIT
         self._parents: OrderedDict[int, tuple[str | None, str | None]] = OrderedDict()
         self._users: OrderedDict[int, str | None] = OrderedDict()
         self._passwd: tuple[int, int, int] | None = None
@@ -151,6 +153,8 @@ class ProcessCollector:
         out = dict(self.counts)
         if self.backend == "proc":
             out["tracked-processes"] = len(self._known)
+        elif self._conn is not None:
+            out["netlink-buffer-bytes"] = self._conn.rcvbuf  # what a burst may fill
         return out
 
     def _count(self, reason: str, n: int = 1) -> None:
@@ -240,6 +244,7 @@ class ProcessCollector:
             self._count("scan-error")
             return
         baseline = not self._scanned
+        self._scan_wait_left = SCAN_WAIT
         new: list[tuple[int, tuple[int, int, int] | None]] = []
         for pid, inode in listed.items():
             old = self._known.get(pid)
@@ -322,7 +327,7 @@ class ProcessCollector:
             stat = self._read(pid, problems, proc_pid.read_stat, self.root, pid)
             if "hidden-process" in problems:
                 return None
-        cmdline = self._read_cmdline(pid, problems)
+        cmdline = self._read_cmdline(pid, problems, backend)
         exe = self._read(pid, problems, proc_pid.read_link, self.root, pid, "exe")
         ids = self._read(pid, problems, proc_pid.read_ids, self.root, pid)
         cwd = self._read(pid, problems, proc_pid.read_link, self.root, pid, "cwd")
@@ -352,28 +357,35 @@ class ProcessCollector:
         self._remember_parent(pid, executable, deleted, command)
         return payload, start
 
-    def _read_cmdline(self, pid: int, problems: set[str]) -> tuple[bytes, bool] | None:
-        """The raw arguments, waiting out an exec in progress.
+    def _read_cmdline(self, pid: int, problems: set[str], backend: str) -> tuple[bytes, bool] | None:
+        """The raw arguments; a scan waits out an exec in progress.
 
         An exec replaces the memory first and writes the new arguments into it a moment
         later (while it maps the program and its interpreter): in between, cmdline reads
-        empty. A scan meets such a process often (its parent's fork is what made it new),
-        the connector rarely. An empty read of a process that is not a zombie is tried
-        again after 0.5, 1, 2, ... ms, for at most CMDLINE_WAIT seconds in all; what is
-        still empty then (a process exec'd with no arguments at all) goes out as null.
+        empty. A scan meets such a process often (its parent's fork is what made it new);
+        the connector never does (it reports the exec once the arguments are in place).
+        So for a scan, an empty read of a process that is neither ending (PF_EXITING,
+        zombie) nor done is tried again after 0.5, 1, 2, ... ms, at most CMDLINE_WAIT
+        seconds per process and SCAN_WAIT per scan (a flood of argument-less programs
+        must not stall the agent); what is still empty goes out as null.
         """
         cmdline = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
-        if cmdline is None or cmdline[1] or cmdline[0].rstrip(b"\0"):
-            return cmdline
-        try:
-            if proc_pid.read_state(self.root, pid) in ZOMBIE_STATES:
-                return cmdline  # ended: its memory, and its arguments, are gone for good
-        except (OSError, ValueError):
+        if backend != "proc" or cmdline is None or cmdline[1] or cmdline[0].rstrip(b"\0"):
             return cmdline
         pause, waited = 0.0005, 0.0
-        while waited < CMDLINE_WAIT:
+        while waited + pause <= CMDLINE_WAIT:
+            try:
+                state, flags = proc_pid.read_state(self.root, pid)
+            except (OSError, ValueError):
+                return cmdline
+            if state in ZOMBIE_STATES or flags & proc_pid.PF_EXITING:
+                return cmdline  # ending: its memory, and its arguments, are gone for good
+            if self._scan_wait_left < pause:
+                self._count("cmdline-wait-budget-spent")
+                return cmdline
             time.sleep(pause)
             waited += pause
+            self._scan_wait_left -= pause
             pause *= 2
             again = self._read(pid, problems, proc_pid.read_cmdline, self.root, pid, CMDLINE_BYTES)
             if again is None:
@@ -547,20 +559,30 @@ def describe(section: dict[str, Any]) -> list[str]:
     return lines + _visibility(section["proc"])
 
 
+def _can_ptrace(root: str) -> bool:
+    """Whether the agent has CAP_SYS_PTRACE (True when `root` is not this system's procfs:
+    nothing to say about it)."""
+    try:
+        return bool(proc_pid.capabilities(root) >> proc_pid.CAP_SYS_PTRACE & 1)
+    except (OSError, ValueError):
+        return True
+
+
+def _hides_others(root: str) -> bool:
+    """hidepid hides a process from whoever may not ptrace it: CAP_SYS_PTRACE sees all."""
+    return proc_pid.hidepid(root) not in (None, "0", "off") and not _can_ptrace(root)
+
+
 def _visibility(root: str) -> list[str]:
     """What the agent's user cannot see of other users' processes."""
     lines = []
-    if proc_pid.hidepid(root) not in (None, "0", "off"):
+    if _hides_others(root):
         lines.append(
             "other users' processes are hidden (/proc mounted with hidepid, as systemd's "
-            "ProtectProc=invisible does): they are not reported (the connector's are "
-            "counted as hidden-process)"
+            "ProtectProc=invisible does, and no CAP_SYS_PTRACE): they are not reported "
+            "(the connector's are counted as hidden-process)"
         )
-    try:
-        ptrace = bool(proc_pid.capabilities(root) >> proc_pid.CAP_SYS_PTRACE & 1)
-    except (OSError, ValueError):
-        ptrace = True  # not a procfs of this system: nothing to say
-    if not ptrace:
+    if not _can_ptrace(root):
         lines.append(
             "no CAP_SYS_PTRACE: executable and cwd of other users' (and more privileged) "
             "processes are unreadable: null in their events, counted as access-denied"

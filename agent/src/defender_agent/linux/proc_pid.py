@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+PF_EXITING = 0x00000004  # <linux/sched.h>: getting shut down (its memory is going)
 PF_KTHREAD = 0x00200000  # <linux/sched.h>: the flags field of a kernel thread
 CAP_SYS_PTRACE = 19  # <linux/capability.h>
 DIR_INO_UNKNOWN = 1  # proc_fill_cache() reports inode 1 when it could not look one up
@@ -62,13 +63,13 @@ def read_stat(root: str, pid: int) -> tuple[int, int, int]:
     return int(fields[1]), int(fields[19]), int(fields[6])  # fields 4, 22 and 9
 
 
-def read_state(root: str, pid: int) -> str:
-    """The one-letter state (field 3) of /proc/<pid>/stat: R, S, D, Z, ..."""
+def read_state(root: str, pid: int) -> tuple[str, int]:
+    """(the one-letter state: R, S, D, Z, ...; flags) from /proc/<pid>/stat."""
     data = read(f"{root}/{pid}/stat", 4096)
-    fields = data[data.rfind(b")") + 2 :].split(maxsplit=1)
-    if not fields:
-        raise ValueError(f"{root}/{pid}/stat: no state after the name")
-    return fields[0].decode("ascii", "replace")
+    fields = data[data.rfind(b")") + 2 :].split()
+    if len(fields) < 7:
+        raise ValueError(f"{root}/{pid}/stat: {len(fields)} fields after the name")
+    return fields[0].decode("ascii", "replace"), int(fields[6])  # fields 3 and 9
 
 
 def read_ids(root: str, pid: int) -> tuple[int, int]:
