@@ -14,7 +14,10 @@ temporary auth log, and prints figures for docs/benchmarks.md:
 - `guest-cpu`: the packaged agent's idle CPU share in a booted image, with every
   collector on (and its journalctl child);
 - `guest-memory`: the packaged agent in a booted quick image (the packaged configuration,
-  the real service), restarted several times: RSS and PSS of each start.
+  the real service), restarted several times: RSS and PSS of each start;
+- `guest-load`: an exec storm and a connection storm in a booted image (storm.py, run in
+  the guest): what the agent saw of them, what it counted as lost, its peak RSS and its
+  CPU share while they ran.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -472,3 +475,181 @@ def guest_cpu_command(
         f"{result['cpu_seconds']} s of CPU, {result['percent_of_one_vcpu']} % of one vCPU "
         "(agent and its children)"
     )
+
+
+# A listener in a network namespace of the guest (documentation-range addresses): accepts
+# and holds connections, so the client closes first and its end lingers in TIME_WAIT.
+_LOAD_SETUP = """set -e
+mkdir -p {run}
+ip netns add dfn-load 2>/dev/null || true
+ip link show dfn-load0 >/dev/null 2>&1 || {{
+    ip link add dfn-load0 type veth peer name dfn-load1
+    ip link set dfn-load1 netns dfn-load
+}}
+ip addr replace 192.0.2.1/24 dev dfn-load0
+ip link set dfn-load0 up
+ip netns exec dfn-load ip addr replace 192.0.2.2/24 dev dfn-load1
+ip netns exec dfn-load ip link set dfn-load1 up
+ip netns exec dfn-load ip link set lo up
+printf '%s' {storm} > {run}/storm.py
+printf '%s' {serve} > {run}/serve.py
+nohup ip netns exec dfn-load python3 {run}/serve.py {port} >{run}/serve.out 2>&1 </dev/null &
+sleep 1
+"""
+_LOAD_SERVE = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(4096)
+held = []
+while True:
+    held.append(s.accept()[0])
+    del held[:-2000]
+"""
+LOAD_PORT = 8480
+STORM_NAME = "dfn-storm"  # argv[0] of every storm process: its command line is "dfn-storm 0.2"
+
+
+def _agent_status(guest: Guest, pid: int) -> dict[str, int]:
+    _rc, out, _err = guest.ssh(f"grep -E '^(VmRSS|VmHWM):' /proc/{pid}/status")
+    figures = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if value.split() and value.split()[0].isdigit():
+            figures[key] = int(value.split()[0])
+    return figures
+
+
+def _storm_phase(guest: Guest, pid: int, hz: int, command: str, settle: float) -> dict[str, Any]:
+    """Run COMMAND (a storm.py line) in the guest; the agent's CPU from its start to SETTLE
+    seconds after it ends (the agent catching up is part of the cost)."""
+    ticks0, up0 = _cpu_ticks(guest, pid)
+    rc, out, err = guest.ssh(command, timeout=600)
+    if rc != 0:
+        raise UserError(f"the storm failed in the guest ({rc}): {err.strip() or out.strip()}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    time.sleep(settle)
+    ticks1, up1 = _cpu_ticks(guest, pid)
+    memory = _agent_status(guest, pid)
+    result.update(
+        agent_cpu_percent=round(100 * (ticks1 - ticks0) / hz / (up1 - up0), 1),
+        agent_rss_mib=round(memory.get("VmRSS", 0) / 1024, 1),
+        agent_hwm_mib=round(memory.get("VmHWM", 0) / 1024, 1),
+    )
+    return result
+
+
+def _seen(records: list[dict[str, Any]], event: str, match: dict[str, object]) -> int:
+    """The events the agent wrote for EVENT matching MATCH, aggregated records by count."""
+    total = 0
+    for record in records:
+        payload = record.get("payload", {})
+        if payload.get("event") == event and all(payload.get(k) == v for k, v in match.items()):
+            total += int(payload.get("count", 1))
+    return total
+
+
+def measure_guest_load(
+    profile: str, exec_rate: float, connect_rate: float, seconds: float, process_backend: str
+) -> dict[str, Any]:
+    """An exec storm, then a connection storm, against the packaged agent in PROFILE's image."""
+    import shlex
+
+    from defender_tools import guest_agent, storm
+    from defender_tools.agent_package import build_agent_deb
+    from defender_tools.images.debian import build_image, image_dir_name
+    from defender_tools.qemu_runner import Guest
+    from defender_tools.scenarios import lab
+
+    root = Path(__file__).resolve().parents[3]
+    package = build_agent_deb(root / "build" / "dist")
+    image = build_image(
+        root / "build" / "images" / image_dir_name(profile), [package], profile=profile
+    )
+    run = lab.RUN_DIR
+    with Guest(image.conf) as guest:
+        guest_agent.wait_for_service(guest)
+        if process_backend != "auto":
+            guest.ssh(
+                "printf '[collectors.process]\\nbackend = \"%s\"\\n' "
+                f"{process_backend} > /etc/defender-agent/agent.toml"
+            )
+            guest_agent.stop_service(guest)
+            guest_agent.start_service(guest)
+            guest_agent.wait_for_service(guest)
+        setup = _LOAD_SETUP.format(
+            run=run,
+            storm=shlex.quote(Path(storm.__file__).read_text()),
+            serve=shlex.quote(_LOAD_SERVE),
+            port=LOAD_PORT,
+        )
+        guest.run(setup, timeout=120)
+        time.sleep(10)  # past the start's work
+        pid = guest_agent.agent_memory(guest).pid
+        _rc, hz_text, _err = guest.ssh("getconf CLK_TCK")
+        hz = int(hz_text.strip() or 100)
+        spawn = (
+            f"python3 {run}/storm.py exec {exec_rate} {seconds} "
+            f"/bin/sleep {STORM_NAME} 0.2"
+        )
+        execs = _storm_phase(guest, pid, hz, spawn, settle=10)
+        connect = f"python3 {run}/storm.py connect {connect_rate} {seconds} 192.0.2.2 {LOAD_PORT}"
+        connections = _storm_phase(guest, pid, hz, connect, settle=15)
+        guest_agent.stop_service(guest)  # writes what aggregation holds, and the statistics
+        _rc, out, _err = guest.ssh(
+            f"cat {guest_agent.EVENTS}.3 {guest_agent.EVENTS}.2 {guest_agent.EVENTS}.1 "
+            f"{guest_agent.EVENTS} 2>/dev/null | grep -F -e process-exec -e connection "
+            "-e statistics"
+        )
+    records = guest_agent.parse_records(out)
+    stats = [r["payload"] for r in records if r.get("type") == "statistics"]
+    last = stats[-1] if stats else {}
+    collectors = last.get("collectors", {})
+    execs["seen"] = _seen(records, "process-exec", {"cmdline": f"{STORM_NAME} 0.2"})
+    execs["counted"] = collectors.get("process", {}).get("counts", {})
+    execs["dropped_in_queue"] = collectors.get("process", {}).get("dropped", 0)
+    connections["seen"] = _seen(
+        records,
+        "connection",
+        {"direction": "out", "remote_address": "192.0.2.2", "remote_port": LOAD_PORT},
+    )
+    connections["counted"] = collectors.get("network", {}).get("counts", {})
+    connections["dropped_in_queue"] = collectors.get("network", {}).get("dropped", 0)
+    return {
+        "profile": profile,
+        "process_backend": process_backend,
+        "exec": execs,
+        "connect": connections,
+    }
+
+
+@app.command("guest-load")
+def guest_load_command(
+    profile: Annotated[str, typer.Option(help="Image profile: standard or embedded.")] = "standard",
+    exec_rate: Annotated[float, typer.Option(help="Processes started per second.", min=1)] = 500,
+    connect_rate: Annotated[
+        float, typer.Option(help="TCP connections opened per second.", min=1)
+    ] = 200,
+    seconds: Annotated[float, typer.Option(help="How long each storm lasts.", min=1)] = 60,
+    process_backend: Annotated[
+        str, typer.Option(help="The process collector's backend: auto, netlink or proc.")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """An exec storm and a connection storm in a booted image: what the agent saw, what it
+    counted as lost, its peak RSS and CPU share (needs root)."""
+    result = measure_guest_load(profile, exec_rate, connect_rate, seconds, process_backend)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console = Console()
+    for name in ("exec", "connect"):
+        phase = result[name]
+        console.print(
+            f"{name} storm: {phase['started']} started in {phase['seconds']} s "
+            f"({phase['rate']}/s, {phase['failed']} failed); the agent wrote {phase['seen']}; "
+            f"it counted {phase['counted']}, queue drops {phase['dropped_in_queue']}; "
+            f"agent CPU {phase['agent_cpu_percent']} % of one vCPU, "
+            f"RSS {phase['agent_rss_mib']} MiB (peak {phase['agent_hwm_mib']} MiB)"
+        )
