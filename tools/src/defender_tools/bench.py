@@ -585,43 +585,48 @@ def measure_guest_load(
             port=LOAD_PORT,
         )
         guest.run(setup, timeout=120)
-        time.sleep(10)  # past the start's work
-        pid = guest_agent.agent_memory(guest).pid
         _rc, hz_text, _err = guest.ssh("getconf CLK_TCK")
         hz = int(hz_text.strip() or 100)
-        spawn = (
-            f"python3 {run}/storm.py exec {exec_rate} {seconds} "
-            f"/bin/sleep {STORM_NAME} 0.2"
-        )
-        execs = _storm_phase(guest, pid, hz, spawn, settle=10)
+        spawn = f"python3 {run}/storm.py exec {exec_rate} {seconds} /bin/sleep {STORM_NAME} 0.2"
         connect = f"python3 {run}/storm.py connect {connect_rate} {seconds} 192.0.2.2 {LOAD_PORT}"
-        connections = _storm_phase(guest, pid, hz, connect, settle=15)
-        guest_agent.stop_service(guest)  # writes what aggregation holds, and the statistics
-        _rc, out, _err = guest.ssh(
-            f"cat {guest_agent.EVENTS}.3 {guest_agent.EVENTS}.2 {guest_agent.EVENTS}.1 "
-            f"{guest_agent.EVENTS} 2>/dev/null | grep -F -e process-exec -e connection "
-            "-e statistics"
-        )
-    records = guest_agent.parse_records(out)
-    stats = [r["payload"] for r in records if r.get("type") == "statistics"]
-    last = stats[-1] if stats else {}
-    collectors = last.get("collectors", {})
-    execs["seen"] = _seen(records, "process-exec", {"cmdline": f"{STORM_NAME} 0.2"})
-    execs["counted"] = collectors.get("process", {}).get("counts", {})
-    execs["dropped_in_queue"] = collectors.get("process", {}).get("dropped", 0)
-    connections["seen"] = _seen(
-        records,
-        "connection",
-        {"direction": "out", "remote_address": "192.0.2.2", "remote_port": LOAD_PORT},
-    )
-    connections["counted"] = collectors.get("network", {}).get("counts", {})
-    connections["dropped_in_queue"] = collectors.get("network", {}).get("dropped", 0)
+        execs = _load_phase(guest, hz, spawn, "process", 10)
+        connections = _load_phase(guest, hz, connect, "network", 15)
     return {
         "profile": profile,
         "process_backend": process_backend,
         "exec": execs,
         "connect": connections,
     }
+
+
+def _load_phase(
+    guest: Guest, hz: int, command: str, collector: str, settle: float
+) -> dict[str, Any]:
+    """One storm against a freshly started agent, whose stop then writes what aggregation
+    holds and a statistics record with this phase's counts alone."""
+    from defender_tools import guest_agent
+
+    guest_agent.stop_service(guest)
+    guest.ssh(f"rm -f {guest_agent.EVENTS}*")
+    guest_agent.start_service(guest)
+    guest_agent.wait_for_service(guest)
+    time.sleep(10)  # past the start's work
+    pid = guest_agent.agent_memory(guest).pid
+    phase = _storm_phase(guest, pid, hz, command, settle)
+    guest_agent.stop_service(guest)
+    _rc, out, _err = guest.ssh(f"cat {guest_agent.EVENTS} 2>/dev/null")
+    records = guest_agent.parse_records(out)
+    stats = [r["payload"] for r in records if r.get("type") == "statistics"]
+    figures = (stats[-1] if stats else {}).get("collectors", {}).get(collector, {})
+    phase["emitted"] = figures.get("emitted", 0)  # every event, complete or not
+    phase["counted"] = figures.get("counts", {})
+    phase["dropped_in_queue"] = figures.get("dropped", 0)
+    if collector == "process":
+        phase["complete"] = _seen(records, "process-exec", {"cmdline": f"{STORM_NAME} 0.2"})
+    else:
+        match = {"direction": "out", "remote_address": "192.0.2.2", "remote_port": LOAD_PORT}
+        phase["complete"] = _seen(records, "connection", match)
+    return phase
 
 
 @app.command("guest-load")
@@ -648,8 +653,9 @@ def guest_load_command(
         phase = result[name]
         console.print(
             f"{name} storm: {phase['started']} started in {phase['seconds']} s "
-            f"({phase['rate']}/s, {phase['failed']} failed); the agent wrote {phase['seen']}; "
-            f"it counted {phase['counted']}, queue drops {phase['dropped_in_queue']}; "
+            f"({phase['rate']}/s, {phase['failed']} failed); the agent emitted "
+            f"{phase['emitted']} events ({phase['complete']} of them for the storm with every "
+            f"detail); it counted {phase['counted']}, queue drops {phase['dropped_in_queue']}; "
             f"agent CPU {phase['agent_cpu_percent']} % of one vCPU, "
             f"RSS {phase['agent_rss_mib']} MiB (peak {phase['agent_hwm_mib']} MiB)"
         )
