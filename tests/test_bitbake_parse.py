@@ -217,6 +217,27 @@ def test_recipe_is_found_with_every_collector(recipe_env: dict[str, str]) -> Non
     assert recipe_env["BB_NO_NETWORK"] == "1"
 
 
+def test_drop_ins_go_where_the_init_script_finds_them(
+    build: Build, recipe_env: dict[str, str]
+) -> None:
+    """The collectors' capability drop-ins: the unit's directory with systemd; without it
+    (systemd.bbclass deletes the unit directory) the one the init script falls back to."""
+    unitdir = recipe_env["systemd_system_unitdir"]
+    assert recipe_env["DEFENDER_DROPIN_DIR"] == f"{unitdir}/defender-agent.service.d"
+    conf = build.dir / "conf" / "local.conf"
+    saved = conf.read_text(encoding="utf-8")
+    try:
+        conf.write_text(saved.replace('INIT_MANAGER = "systemd"', 'INIT_MANAGER = "sysvinit"'))
+        output = build.check("bitbake -e defender-agent")
+    finally:
+        conf.write_text(saved, encoding="utf-8")
+    match = re.search(r'^DEFENDER_DROPIN_DIR="(.*)"$', output, re.M)
+    assert match, "DEFENDER_DROPIN_DIR not in bitbake -e"
+    assert match.group(1) == "/usr/share/defender-agent/service.d"
+    init = (REPO / "agent" / "packaging" / "defender-agent.init").read_text(encoding="utf-8")
+    assert f"DROPINS={match.group(1)}" in init
+
+
 def test_sources_unpack_offline(build: Build, recipe_env: dict[str, str]) -> None:
     """do_fetch and do_unpack copy the in-tree agent; nothing is downloaded."""
     build.check("bitbake defender-agent -c unpack")
