@@ -653,7 +653,8 @@ def guest_load_command(
         phase = result[name]
         console.print(
             f"{name} storm: {phase['started']} started in {phase['seconds']} s "
-            f"({phase['rate']}/s, {phase['failed']} failed); the agent emitted "
+            f"({phase['rate']}/s; {phase['skipped']} skipped, the guest being too slow; "
+            f"failed: {phase['failed'] or 'none'}); the agent emitted "
             f"{phase['emitted']} events ({phase['complete']} of them for the storm with every "
             f"detail); it counted {phase['counted']}, queue drops {phase['dropped_in_queue']}; "
             f"agent CPU {phase['agent_cpu_percent']} % of one vCPU, "
