@@ -505,10 +505,10 @@ s.listen(4096)
 held = []
 while True:
     held.append(s.accept()[0])
-    del held[:-2000]
+    del held[:-500]  # well under the 1024 descriptors a process gets
 """
 LOAD_PORT = 8480
-STORM_NAME = "dfn-storm"  # argv[0] of every storm process: its command line is "dfn-storm 0.2"
+STORM_NAME = "dfn-storm"  # argv[0] of every storm process: its command line is "dfn-storm 1"
 
 
 def _agent_status(guest: Guest, pid: int) -> dict[str, int]:
@@ -587,7 +587,7 @@ def measure_guest_load(
         guest.run(setup, timeout=120)
         _rc, hz_text, _err = guest.ssh("getconf CLK_TCK")
         hz = int(hz_text.strip() or 100)
-        spawn = f"python3 {run}/storm.py exec {exec_rate} {seconds} /bin/sleep {STORM_NAME} 0.2"
+        spawn = f"python3 {run}/storm.py exec {exec_rate} {seconds} /bin/sleep {STORM_NAME} 1"
         connect = f"python3 {run}/storm.py connect {connect_rate} {seconds} 192.0.2.2 {LOAD_PORT}"
         execs = _load_phase(guest, hz, spawn, "process", 10)
         connections = _load_phase(guest, hz, connect, "network", 15)
@@ -622,7 +622,7 @@ def _load_phase(
     phase["counted"] = figures.get("counts", {})
     phase["dropped_in_queue"] = figures.get("dropped", 0)
     if collector == "process":
-        phase["complete"] = _seen(records, "process-exec", {"cmdline": f"{STORM_NAME} 0.2"})
+        phase["complete"] = _seen(records, "process-exec", {"cmdline": f"{STORM_NAME} 1"})
     else:
         match = {"direction": "out", "remote_address": "192.0.2.2", "remote_port": LOAD_PORT}
         phase["complete"] = _seen(records, "connection", match)
