@@ -16,6 +16,7 @@ openssh-client
 systemd-journal-remote
 mosquitto
 shellcheck
+nftables
 "
 
 missing=""

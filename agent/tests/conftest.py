@@ -38,9 +38,16 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config.Config:
             },
             "sysinfo": {"enabled": False},
             # the host's processes and sockets: test_process.py and test_network.py turn
-            # them on; their events are written at once (test_aggregate.py covers periods)
+            # them on; their events are written at once (test_aggregate.py covers periods).
+            # The network collector polls only: test_network_events.py opens its event
+            # sources (conntrack, packet sockets) in network namespaces of its own.
             "process": {"enabled": False, "priority": "none"},
-            "network": {"enabled": False, "priority": "none"},
+            "network": {
+                "enabled": False,
+                "priority": "none",
+                "conntrack": "off",
+                "connection_attempts": "off",
+            },
         },
     }
     for name, values in sections.items():

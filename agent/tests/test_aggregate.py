@@ -122,6 +122,32 @@ def test_outbound_ephemeral_ports_do_not_split_a_connection_but_inbound_ports_do
     assert counts == [("in", 1), ("in", 1), ("out", 3)]
 
 
+def test_retried_attempts_are_one_record_but_each_closed_port_is_its_own() -> None:
+    """A scanner's source port changes with every SYN; the ports it tries do not merge."""
+    agent, out, _det = agent_with({"collectors.network": "medium"})
+    ctx = agent.context("collectors", "network")
+    for local_port, remote_port in ((23, 40001), (23, 40002), (23, 40003), (2323, 40004)):
+        attempt = {
+            "event": "connection-attempt",
+            "protocol": "tcp",
+            "family": 4,
+            "remote_address": "203.0.113.9",
+            "remote_port": remote_port,
+            "local_address": "192.0.2.10",
+            "local_port": local_port,
+            "interface": "eth0",
+            "interface_index": 2,
+        }
+        ctx.emit(Record("event", attempt, T0))
+    agent.run_once(0)
+    agent.advance(7200)
+    written = events(out, "connection-attempt")
+    assert sorted((r.payload["local_port"], r.payload["count"]) for r in written) == [
+        (23, 3),
+        (2323, 1),
+    ]
+
+
 def test_other_collectors_and_other_records_are_written_at_once() -> None:
     agent, out, _det = agent_with({"collectors.process": "low"})
     agent.context("collectors", "login").emit(

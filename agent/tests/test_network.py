@@ -824,7 +824,13 @@ def test_describe_names_the_backend(cfg_factory: Callable[..., Any]) -> None:
 def test_describe_names_missing_capabilities(tmp_path: Path) -> None:
     """Another user's /proc/PID/fd needs both: DAC_READ_SEARCH opens it, SYS_PTRACE reads."""
     (tmp_path / "self").mkdir()
-    section = {"backend": "proc", "poll_interval": 5.0, "report_existing": False}
+    section = {
+        "backend": "proc",
+        "poll_interval": 5.0,
+        "report_existing": False,
+        "conntrack": "off",
+        "connection_attempts": "off",
+    }
     for cap_eff, missing in (
         ("0000000000080000", "without CAP_DAC_READ_SEARCH only"),  # CAP_SYS_PTRACE alone
         ("0000000000000004", "without CAP_SYS_PTRACE only"),

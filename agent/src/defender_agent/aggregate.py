@@ -9,7 +9,9 @@ keyed by what makes two of them "identical", and written once per period with `c
 - `process-exec`: the same executable, command line and user;
 - `connection`: the same direction, protocol, family, addresses and remote port (and
   the local port of an inbound connection: an outbound one's ephemeral port is not part
-  of what it is).
+  of what it is);
+- `connection-attempt`: the same protocol, family, addresses and local port (the
+  remote port is the scanner's ephemeral one).
 
 Each collector has a priority (`high`, `medium`, `low`, or `none` for no aggregation)
 that maps to a period (`[aggregation] high`/`medium`/`low`, 30 min, 2 h and 24 h by
@@ -53,7 +55,21 @@ def _connection_key(p: dict[str, Any]) -> Key:
     )
 
 
-IDENTITY: dict[str, KeyFn] = {"process-exec": _process_key, "connection": _connection_key}
+def _attempt_key(p: dict[str, Any]) -> Key:
+    return (
+        p.get("protocol"),
+        p.get("family"),
+        p.get("local_address"),
+        p.get("local_port"),
+        p.get("remote_address"),
+    )
+
+
+IDENTITY: dict[str, KeyFn] = {
+    "process-exec": _process_key,
+    "connection": _connection_key,
+    "connection-attempt": _attempt_key,
+}
 
 
 class _Entry:

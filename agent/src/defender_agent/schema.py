@@ -311,10 +311,44 @@ SCHEMA: tuple[Key, ...] = (
         "/proc",
         "Where procfs is mounted: /proc/net tables and /proc/PID/fd owners.",
     ),
+    Key(
+        "collectors.network",
+        "conntrack",
+        "enum",
+        "auto",
+        "Connection tracking events (NETLINK_NETFILTER; CAP_NET_ADMIN, CONFIG_NF_CT_NETLINK): "
+        "every new TCP and UDP flow of the host as it starts, however short, as a "
+        "`connection` event. Only flows of the agent's network namespace, and only while a "
+        "firewall rule or NAT there uses conntrack. auto: when the kernel allows it; on: "
+        "the same, and an error in the log and check when it does not; off: never.",
+        choices=("auto", "on", "off"),
+    ),
+    Key(
+        "collectors.network",
+        "connection_attempts",
+        "enum",
+        "auto",
+        "`connection-attempt` events for inbound TCP SYNs to ports nothing listens on (a "
+        "packet socket with a SYN filter; CAP_NET_RAW, CONFIG_PACKET). auto: when the "
+        "kernel allows it; on: the same, and an error in the log and check when it does "
+        "not; off: never.",
+        choices=("auto", "on", "off"),
+    ),
+    Key(
+        "collectors.network",
+        "attempt_rate",
+        "int",
+        200,
+        "`connection-attempt` events per second at most (a token bucket with as many in "
+        "reserve); the rest are counted as attempt-rate-limited.",
+        min=1,
+        max=100000,
+    ),
     _priority(
         "collectors.network",
-        "connection",
-        "direction, protocol, addresses, remote port; an inbound one's local port",
+        "connection` and `connection-attempt",
+        "direction, protocol, addresses, remote port; an inbound one's local port; an "
+        "attempt's addresses and local port",
     ),
     Key("detectors.brute_force", "enabled", "optbool", None, _ENABLED_PLUGIN),
     Key(

@@ -22,12 +22,33 @@ Owners: the tables give a socket's uid and inode, not its process. /proc/PID/fd 
 ("socket:[INODE]") do, at the cost of one readlink per open descriptor of the system, so
 a scan runs only in a poll in which a socket appeared whose inode was never looked up
 (at most one scan a poll), looks for those inodes alone and stops when it has them all.
+
+Two event sources close the gaps between polls, each used when the kernel allows it
+(`conntrack`, `connection_attempts`: auto, on, off) and imported only then:
+
+- conntrack events (linux/conntrack.py, CAP_NET_ADMIN): each new TCP or UDP flow of
+  this host as the kernel starts tracking it, however short. One of the host's own ends
+  (the original source: `out`; the reply's source, the end that answers: `in`, only when
+  something listens there) becomes a `connection` event under the same key as the poll's,
+  in the same table: whichever sees a connection first reports it, the other knows it.
+  Its owner is looked up at once (one sock_diag lookup of that socket, then the /proc
+  scan), so a connection gone before the next poll still names its program.
+- connection attempts (linux/packet.py, CAP_NET_RAW): every inbound TCP SYN to one of
+  the host's addresses on a port nothing listens on, as a `connection-attempt` event:
+  what a port scan against the device leaves, and what no socket table shows.
+
+Both must know which addresses are the host's (linux/ifaddr.py: forwarded traffic is
+not the host's) and which ports listen: the last poll's listeners, and for a port not
+listening then one fresh sock_diag dump of listeners at most once a second, so a
+listener that appeared since the poll is not taken for a closed port.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
+from collections import OrderedDict
 
 from defender_agent import log as _log
 from defender_agent.linux import inet, inet_diag, proc_net
@@ -35,9 +56,11 @@ from defender_agent.model import Record
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
+    from defender_agent.linux.conntrack import Flow, Subscription
     from defender_agent.linux.inet_diag import Row
+    from defender_agent.linux.packet import Capture
     from defender_agent.loop import Timer
     from defender_agent.plugins import Context
 
@@ -45,11 +68,21 @@ if TYPE_CHECKING:
     ListenKey = tuple[bytes, int, int]  # packed protocol, port, address; inode; table
     Owner = tuple[Optional[int], Optional[str]]
     Fresh = tuple[bytes, int, int, int, int, str]  # key, state, uid, inode, table, source
+    Ports = dict[tuple[int, int], list[bytes]]  # (protocol, port) -> listening addresses
+    End = tuple[bytes, str, int]  # key, direction, table index
 
 log = _log.get(__name__)
 
 NAME = "network"
 MAX_SCAN_FDS = 65536  # descriptors one owner scan reads at most
+MAX_PER_TURN = 256  # conntrack messages or packets read per loop turn; the rest wait
+MAX_LOOKUPS_PER_TURN = 64  # sock_diag lookups of conntrack flows' sockets per loop turn
+OWNER_SCAN_GAP = 0.25  # seconds between owner scans for conntrack flows
+FRESH_CHECK = 1.0  # seconds between fresh looks at listeners, and at the host's addresses
+MAX_RECENT_ATTEMPTS = 1024  # (remote, local) pairs whose SYN was reported lately
+REPEAT_WINDOW = 60.0  # seconds a repeated SYN (a retransmission) is one attempt
+MAX_INTERFACES = 256  # interface name -> index
+CT_TIME_SKEW = 3600.0  # a conntrack timestamp further than this from the clock is not used
 # another user's /proc/PID/fd: DAC_READ_SEARCH opens the directory (mode 0500), SYS_PTRACE
 # reads its links and exe (and shows the process at all under hidepid)
 OWNER_CAPABILITIES = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19}
@@ -64,6 +97,7 @@ TABLES = (
     ("raw", inet_diag.AF_INET, RAW),
     ("raw6", inet_diag.AF_INET6, RAW),
 )
+TABLE_INDEX = {(4, TCP): 0, (6, TCP): 1, (4, UDP): 2, (6, UDP): 3}  # (family, protocol)
 # include/net/tcp_states.h; UDP uses ESTABLISHED (connected) and CLOSE (not connected)
 ESTABLISHED, SYN_SENT, SYN_RECV, CLOSE, LISTEN, NEW_SYN_RECV = 1, 2, 3, 7, 10, 12
 STATES = {
@@ -147,6 +181,9 @@ class NetworkCollector:
         self.max_connections = int(section["max_connections"])
         self.max_listen = int(section["max_listen"])
         self.proc = str(section["proc"]).rstrip("/") or "/"
+        self.conntrack = str(section["conntrack"])
+        self.attempts = str(section["connection_attempts"])
+        self.attempt_rate = float(section["attempt_rate"])
         self.sources: dict[str, str] = {}  # table -> "sock_diag" | "proc", chosen at start
         self.counts: dict[str, int] = {}
         self._known: dict[bytes, int] = {}  # connection key -> inode << 3 | table index
@@ -155,16 +192,44 @@ class NetworkCollector:
         self._first = True
         self._dropped_listen = False  # this look had more listeners than max_listen
         self._timer: Timer | None = None
+        # the event sources
+        self.conntrack_words = "off (conntrack = off)"
+        self.attempts_words = "off (connection_attempts = off)"
+        self._ct: Subscription | None = None
+        self._capture: Capture | None = None
+        self._ended: set[bytes] = set()  # known keys whose conntrack flow was destroyed
+        self._ports: Ports = {}  # the last poll's listeners
+        self._fresh: dict[int, tuple[float, Ports]] = {}  # protocol -> (when, listeners)
+        self._local: set[bytes] = set()  # the host's addresses
+        self._local_checked = -FRESH_CHECK
+        self._owner_scanned = -OWNER_SCAN_GAP
+        self._tokens = self.attempt_rate
+        self._tokens_at = 0.0
+        self._recent: OrderedDict[bytes, float] = OrderedDict()  # SYN 4-tuple -> when
+        self._ifindex: dict[str, int] = {}
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
         self.sources, words = choose_sources(self.backend)
         log.info("network collector: %s, every %g s", words, self.interval)
+        if self.conntrack != "off":
+            self._start_conntrack()
+        if self.attempts != "off":
+            self._start_attempts()
         self._timer = self.ctx.call_every(self.interval, self.poll, first=0.0)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._ct is not None:
+            self.ctx.remove_reader(self._ct.fileno())
+            self._ct.close()
+            self._ct = None
+        if self._capture is not None:
+            for fd in self._capture.filenos():
+                self.ctx.remove_reader(fd)
+            self._capture.close()
+            self._capture = None
 
     def save_state(self) -> dict[str, Any]:
         return {}  # sockets do not outlive a reboot, and a restart takes a new baseline
@@ -195,6 +260,10 @@ class NetworkCollector:
             self.ctx.emit(Record("event", payload, now))
         self._snapshot(listen, new_listen, bool(cut) or self._dropped_listen, now)
         self._known = known
+        self._ended = {key for key in self._ended if key in known}
+        self._ports = listening
+        if self._capture is not None:
+            self._count_drops()
         live = {value >> 3 for value in known.values()} | {key[1] for key in listen}
         self._owners = {i: o for i, o in self._owners.items() if i in live}
         self._first = False
@@ -302,6 +371,322 @@ class NetworkCollector:
             known[key] = inode << 3 | index
         return fresh
 
+    # --- what the host is, and what listens ---------------------------------------
+    def _is_local(self, address: bytes) -> bool:
+        """One of the host's addresses; an address not known as one is looked up again,
+        at most once a second (an address added since: DHCP, a new interface)."""
+        from defender_agent.linux import ifaddr
+
+        if ifaddr.is_local(address, self._local):
+            return True
+        now = self.ctx.clock.monotonic()
+        if now - self._local_checked < FRESH_CHECK:
+            return False
+        self._local_checked = now
+        try:
+            self._local = ifaddr.local_addresses()
+        except (OSError, ValueError):
+            self._count("address-list-error")
+            return False
+        self._count("address-list-reads")
+        return ifaddr.is_local(address, self._local)
+
+    def _is_listening(self, protocol: int, port: int, address: bytes) -> bool:
+        """Something listens on (protocol, port) at `address` or every address: by the
+        last poll, else by a fresh dump of the protocol's listeners (one a second)."""
+        if _listens(self._ports, protocol, port, address):
+            return True
+        now = self.ctx.clock.monotonic()
+        when, fresh = self._fresh.get(protocol, (-FRESH_CHECK, {}))
+        if now - when >= FRESH_CHECK:
+            fresh = self._listeners_now(protocol)
+            self._fresh[protocol] = (now, fresh)
+        return _listens(fresh, protocol, port, address)
+
+    def _listeners_now(self, protocol: int) -> Ports:
+        """The protocol's listening sockets now: sock_diag dumps of listening states only,
+        or the /proc/net tables where sock_diag is not used."""
+        self._count("listen-fresh-checks")
+        states = 1 << LISTEN if protocol == TCP else 1 << CLOSE
+        out: Ports = {}
+        for name, family, proto in TABLES:
+            if proto != protocol:
+                continue
+            rows: list[Row] | None = None
+            if self.sources.get(name) == "sock_diag":
+                try:
+                    rows, _complete = inet_diag.dump(family, protocol, self.max_listen, states)
+                except (OSError, inet_diag.DiagError):
+                    self._count("listen-fresh-check-error")
+            if rows is None:
+                table = self._read_proc(name, self.max_connections + self.max_listen)
+                rows = table[0] if table else []
+            for _family, state, laddr, lport, _raddr, _rport, _uid, _inode in rows:
+                if _kind(protocol, state, lport) == "listen":
+                    out.setdefault((protocol, lport), []).append(_canonical(laddr))
+        return out
+
+    # --- conntrack ------------------------------------------------------------------
+    def _start_conntrack(self) -> None:
+        from defender_agent.linux import conntrack
+
+        sub, why = conntrack.subscribe()
+        if sub is None:
+            self.conntrack_words = f"unavailable ({why})"
+            if self.conntrack == "on":
+                self._count("conntrack-unavailable")
+                log.error("network collector: conntrack events unavailable (%s)", why)
+            else:
+                log.info("network collector: no conntrack events (%s)", why)
+            return
+        self._ct = sub
+        self.conntrack_words = f"subscribed ({why})"
+        self.ctx.add_reader(sub.fileno(), self._on_conntrack)
+        log.info("network collector: conntrack events (%s)", why)
+
+    def _on_conntrack(self) -> None:
+        """Read what waits, up to MAX_PER_TURN messages: the rest stays in the kernel's
+        bounded buffer (and overflows there, counted) rather than in the agent's memory."""
+        from defender_agent.linux import conntrack
+
+        sub = self._ct
+        if sub is None:
+            return
+        flows: list[Flow] = []
+        for _ in range(MAX_PER_TURN):
+            try:
+                data = sub.recv()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self._count("conntrack-overrun")  # the kernel dropped events for us
+                continue
+            flows.extend(conntrack.parse(data, self.counts))
+        else:
+            self._count("conntrack-busy-turns")
+        self.feed_flows(flows)
+
+    def feed_flows(self, flows: list[Flow]) -> None:
+        """Conntrack events, in the kernel's order (tests feed captured ones)."""
+        now = self.ctx.clock.time()
+        fresh: list[tuple[bytes, str, str, int, int, float]] = []
+        lookups = MAX_LOOKUPS_PER_TURN
+        for flow in flows:
+            self._count("conntrack-new" if flow.new else "conntrack-destroy")
+            if flow.protocol not in (TCP, UDP):
+                self._count("conntrack-other-protocol")
+                continue
+            for key, direction, index in self._ends(flow):
+                if not flow.new:
+                    if key in self._known:
+                        self._ended.add(key)
+                    continue
+                old = self._known.get(key)
+                if old is not None and key not in self._ended:
+                    self._count("conntrack-known")  # a poll (or an earlier flow) saw it
+                    continue
+                if old is None and len(self._known) >= self.max_connections:
+                    self._count("table-full")
+                    continue
+                uid, inode = 0, 0
+                if lookups > 0:
+                    lookups -= 1
+                    uid, inode = self._socket_of(key)
+                elif self.find_owners:
+                    self._count("owner-lookup-skipped")
+                if old is not None and old >> 3 and old >> 3 == inode:
+                    self._count("conntrack-same-socket")  # its flow timed out, not it
+                    continue
+                self._known[key] = inode << 3 | index
+                self._ended.discard(key)
+                state = _flow_state(flow, direction)
+                fresh.append((key, direction, state, uid, inode, self._flow_time(flow, now)))
+        if not fresh:
+            return
+        inodes = [inode for _k, _d, _s, _u, inode, _t in fresh if inode not in self._owners]
+        if self.find_owners and any(inodes):
+            clock = self.ctx.clock.monotonic()
+            if clock - self._owner_scanned >= OWNER_SCAN_GAP:
+                self._owner_scanned = clock
+                self._resolve(inodes)
+            else:
+                self._count("owner-scan-deferred")  # scans are at most 4 a second
+        for key, direction, state, uid, inode, when in fresh:
+            payload = self._payload(key, direction, state, uid, inode, "conntrack")
+            self.ctx.emit(Record("event", payload, when))
+
+    def _ends(self, flow: Flow) -> list[End]:
+        """The host's ends of a flow, as (key, direction, table index): the original
+        source when it is the host's (out), the reply's source (the end that answers,
+        after any DNAT) when it is the host's and something listens there (in). A flow
+        from the host to itself has both, as the poll sees both sockets."""
+        ends = []
+        family = 4 if len(flow.orig[0]) == 4 else 6
+        index = TABLE_INDEX[(family, flow.protocol)]
+        src, sport, dst, dport = flow.orig
+        rsrc, rsport, rdst, rdport = flow.reply
+        out, into = self._is_local(src), self._is_local(rsrc)
+        if out:
+            key = _KEY.pack(flow.protocol, sport, dport) + src + dst
+            ends.append((key, "out", index))
+        if into and flow.new and not self._is_listening(flow.protocol, rsport, rsrc):
+            self._count("conntrack-closed-port")  # an attempt: not a connection
+        elif into:
+            key = _KEY.pack(flow.protocol, rsport, rdport) + rsrc + rdst
+            ends.append((key, "in", index))
+        if not out and not into:
+            self._count("conntrack-not-local")  # forwarded: not this host's
+        return ends
+
+    def _socket_of(self, key: bytes) -> tuple[int, int]:
+        """(uid, inode) of the socket behind a connection key: one sock_diag lookup.
+        (0, 0) when it has none (closed already, not accepted yet) or cannot be asked."""
+        if not self.find_owners:
+            return 0, 0
+        protocol, lport, rport, laddr, raddr = _addresses(key)
+        family = inet_diag.AF_INET if len(laddr) == 4 else inet_diag.AF_INET6
+        try:
+            row = inet_diag.lookup(family, protocol, laddr, lport, raddr, rport)
+        except (OSError, inet_diag.DiagError):
+            self._count("owner-lookup-error")
+            return 0, 0
+        self._count("owner-lookups")
+        if row is None:
+            return 0, 0
+        _family, _state, rladdr, rlport, rraddr, rrport, uid, inode = row
+        if rlport != lport or _canonical(rladdr) not in (laddr, bytes(len(rladdr))):
+            return 0, 0
+        # a UDP flow of an unconnected socket: the bound socket (no remote end) receives it
+        unconnected = protocol == UDP and not rrport and not any(rraddr)
+        if (rrport, _canonical(rraddr)) != (rport, raddr) and not unconnected:
+            return 0, 0
+        return uid, inode
+
+    def _flow_time(self, flow: Flow, now: float) -> float:
+        """When the kernel raised the NEW event (the flow's first packet, confirmed): its
+        stamp when it sends one (net.netfilter.nf_conntrack_timestamp = 1, Linux 6.1+)
+        and it is within an hour of the agent's clock, else the clock at read."""
+        stamp = flow.event or flow.start
+        if stamp and abs(stamp / 1e9 - now) <= CT_TIME_SKEW:
+            return stamp / 1e9
+        return now
+
+    # --- connection attempts ----------------------------------------------------------
+    def _start_attempts(self) -> None:
+        from defender_agent.linux import packet
+
+        capture, why = packet.open_capture()
+        if capture is None:
+            self.attempts_words = f"unavailable ({why})"
+            if self.attempts == "on":
+                self._count("attempts-unavailable")
+                log.error("network collector: connection attempts unavailable (%s)", why)
+            else:
+                log.info("network collector: no connection attempts (%s)", why)
+            return
+        self._capture = capture
+        self.attempts_words = f"{why}, at most {self.attempt_rate:g} events/s"
+        self._tokens_at = self.ctx.clock.monotonic()
+        for sock in capture.sockets:
+            self.ctx.add_reader(int(sock.fileno()), self._reader(sock))
+        log.info("network collector: connection attempts (%s)", why)
+
+    def _count_drops(self) -> None:
+        from defender_agent.linux import packet
+
+        assert self._capture is not None
+        lost = sum(packet.drops(sock) for sock in self._capture.sockets)
+        if lost:
+            self._count("packet-kernel-drops", lost)  # the sockets' buffers were full
+
+    def _reader(self, sock: Any) -> Callable[[], None]:
+        return lambda: self._on_packets(sock)
+
+    def _on_packets(self, sock: Any) -> None:
+        from defender_agent.linux import packet
+
+        for _ in range(MAX_PER_TURN):
+            try:
+                data, interface, kind = packet.receive(sock)
+            except BlockingIOError:
+                return
+            self.feed_packet(data, interface, kind)
+        self._count("packet-busy-turns")
+
+    def feed_packet(self, data: bytes, interface: str, kind: int) -> None:
+        """One packet from a SYN-filtered packet socket (tests feed captured ones)."""
+        from defender_agent.linux import packet
+
+        if kind != packet.PACKET_HOST:
+            # sent by this host, or under promiscuous mode for another one
+            self._count(f"packet-{packet.PACKET_TYPES.get(kind, 'other')}")
+            return
+        syn = packet.parse(data)
+        if syn is None:
+            self._count("packet-malformed")
+            return
+        _family, source, sport, destination, dport = syn
+        source, destination = _canonical(source), _canonical(destination)
+        if not self._is_local(destination):
+            self._count("attempt-not-local")  # routed through the host
+            return
+        if self._is_listening(TCP, dport, destination):
+            self._count("syn-to-listener")
+            return
+        if self._repeated(_KEY.pack(TCP, dport, sport) + destination + source):
+            self._count("attempt-repeated")  # a retransmitted SYN: the same attempt
+            return
+        if not self._take_token():
+            self._count("attempt-rate-limited")
+            return
+        payload = {
+            "event": "connection-attempt",
+            "protocol": "tcp",
+            "family": 4 if len(destination) == 4 else 6,
+            "remote_address": inet.ntop(source),
+            "remote_port": sport,
+            "local_address": inet.ntop(destination),
+            "local_port": dport,
+            "interface": interface,
+            "interface_index": self._interface_index(interface),
+        }
+        self.ctx.emit(Record("event", payload, self.ctx.clock.time()))
+
+    def _repeated(self, key: bytes) -> bool:
+        now = self.ctx.clock.monotonic()
+        last = self._recent.pop(key, None)
+        self._recent[key] = now
+        if len(self._recent) > MAX_RECENT_ATTEMPTS:
+            self._recent.popitem(last=False)
+        return last is not None and now - last < REPEAT_WINDOW
+
+    def _take_token(self) -> bool:
+        """A token bucket: attempt_rate events a second, bursts of as many."""
+        now = self.ctx.clock.monotonic()
+        rate = self.attempt_rate
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _interface_index(self, name: str) -> int | None:
+        index = self._ifindex.get(name)
+        if index is None:
+            import _socket
+
+            try:
+                index = int(_socket.if_nametoindex(name))
+            except OSError:
+                return None  # gone since (a short-lived interface)
+            if len(self._ifindex) >= MAX_INTERFACES:
+                self._ifindex.clear()
+            self._ifindex[name] = index
+        return index
+
     # --- owners ---------------------------------------------------------------------
     def _resolve(self, inodes: list[int]) -> None:
         """Find the process of every socket inode not looked up before: one scan at most."""
@@ -337,20 +722,27 @@ class NetworkCollector:
         listening: dict[tuple[int, int], list[bytes]],
         blind: set[int],
     ) -> dict[str, Any]:
+        protocol, lport, _rport, laddr, _raddr = _addresses(key)
+        direction = _direction(protocol, state, lport, laddr, listening, blind)
+        return self._payload(key, direction, _state_name(protocol, state), uid, inode, source)
+
+    def _payload(
+        self, key: bytes, direction: str, state: str, uid: int, inode: int, source: str
+    ) -> dict[str, Any]:
         protocol, lport, rport, laddr, raddr = _addresses(key)
         pid, executable = self._owner(inode)
         if not inode:
             self._count("orphaned")  # no process holds it any more (or not yet)
         return {
             "event": "connection",
-            "direction": _direction(protocol, state, lport, laddr, listening, blind),
+            "direction": direction,
             "protocol": PROTOCOLS[protocol],
             "family": 4 if len(laddr) == 4 else 6,
             "local_address": inet.ntop(laddr),
             "local_port": lport,
             "remote_address": inet.ntop(raddr),
             "remote_port": rport,
-            "state": _state_name(protocol, state),
+            "state": state,
             "pid": pid,
             "executable": executable,
             "uid": uid if inode else None,  # the kernel reports 0 for a socket without file
@@ -400,6 +792,26 @@ class NetworkCollector:
             "executable": executable,
             "uid": uid,
         }
+
+
+def _listens(ports: Ports, protocol: int, port: int, address: bytes) -> bool:
+    """`address` or a wildcard of its family listens on the port (an IPv6 wildcard also
+    takes IPv4, as a dual-stack socket does)."""
+    for listening in ports.get((protocol, port), ()):
+        if listening == address or (not any(listening) and len(listening) >= len(address)):
+            return True
+    return False
+
+
+def _flow_state(flow: Flow, direction: str) -> str:
+    """A conntrack flow's state as the host's end sees it: a TCP flow's first packet is
+    the SYN it sent (out) or received (in); conntrack picks up a connection in the middle
+    (after a flush, or one older than the rule) as established. UDP has no state: `new`."""
+    if flow.protocol == UDP:
+        return "new"
+    if flow.state in (0, 1):  # TCP_CONNTRACK_NONE, _SYN_SENT
+        return "syn-sent" if direction == "out" else "syn-recv"
+    return "established"
 
 
 def _sorted(entries: Any) -> list[dict[str, Any]]:
@@ -459,4 +871,41 @@ def describe(section: dict[str, Any]) -> list[str]:
             f"owners: /proc/*/fd scan; without {' and '.join(missing)} only uid "
             f"{os.geteuid()}'s processes are readable: other sockets get pid and executable null"
         )
+    lines.append(f"conntrack: {_describe_conntrack(section)}")
+    lines.append(f"connection attempts: {_describe_attempts(section)}")
     return lines
+
+
+def _describe_conntrack(section: dict[str, Any]) -> str:
+    """What conntrack events would give here: the kernel is asked (and the socket closed)."""
+    if section["conntrack"] == "off":
+        return "off (conntrack = off): connections between two looks are seen if one end lingers"
+    from defender_agent.linux import conntrack
+
+    sub, why = conntrack.subscribe()
+    if sub is None:
+        word = "UNAVAILABLE" if section["conntrack"] == "on" else "unavailable"
+        return f"{word} ({why}): connections between two looks are seen if one end lingers"
+    sub.close()
+    scope = "this network namespace only"
+    if conntrack.events_setting(str(section["proc"])) == "0":
+        return "subscribed, but net.netfilter.nf_conntrack_events = 0: the kernel sends none"
+    if why.startswith("0 "):
+        return (
+            f"subscribed ({scope}); nothing is tracked now: events come only while a firewall "
+            "rule or NAT uses conntrack (an nftables or iptables rule with ct state)"
+        )
+    return f"subscribed ({why}; {scope})"
+
+
+def _describe_attempts(section: dict[str, Any]) -> str:
+    if section["connection_attempts"] == "off":
+        return "off (connection_attempts = off): SYNs to closed ports are not seen"
+    from defender_agent.linux import packet
+
+    capture, why = packet.open_capture()
+    if capture is None:
+        word = "UNAVAILABLE" if section["connection_attempts"] == "on" else "unavailable"
+        return f"{word} ({why}): SYNs to closed ports are not seen"
+    capture.close()
+    return f"{why} on every interface, at most {section['attempt_rate']:g} events/s"

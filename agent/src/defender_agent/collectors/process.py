@@ -357,7 +357,9 @@ class ProcessCollector:
         self._remember_parent(pid, executable, deleted, command)
         return payload, start
 
-    def _read_cmdline(self, pid: int, problems: set[str], backend: str) -> tuple[bytes, bool] | None:
+    def _read_cmdline(
+        self, pid: int, problems: set[str], backend: str
+    ) -> tuple[bytes, bool] | None:
         """The raw arguments; a scan waits out an exec in progress.
 
         An exec replaces the memory first and writes the new arguments into it a moment

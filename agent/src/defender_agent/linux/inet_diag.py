@@ -23,6 +23,11 @@ A kernel without the protocol's handler (CONFIG_INET_TCP_DIAG / CONFIG_INET_UDP_
 built, module not loadable) ends the dump with an NLMSG_DONE whose payload is -ENOENT;
 other refusals come as NLMSG_ERROR. Both raise DiagError, as does anything malformed.
 
+The same request without NLM_F_DUMP, its sockid filled in, asks for one socket by its
+ends (lookup()): the answer is that socket's message, or NLMSG_ERROR -ENOENT. The
+network collector uses it to find the socket, and so the program, behind a conntrack
+flow while the socket still exists.
+
 A row is (family, state, local address, local port, remote address, remote port, uid,
 inode): addresses as 4 (AF_INET) or 16 (AF_INET6) bytes in network order, ports as
 integers, the same row linux/proc_net.py reads from the text tables.
@@ -165,3 +170,52 @@ def probe(protocols: tuple[int, ...] = (IPPROTO_TCP, IPPROTO_UDP)) -> dict[int, 
         except (OSError, DiagError) as exc:
             out[protocol] = str(exc) or type(exc).__name__
     return out
+
+
+_ID = struct.Struct(">HH16s16s")  # inet_diag_sockid: sport, dport, src, dst (big-endian)
+INET_DIAG_NOCOOKIE = b"\xff" * 8
+
+
+def lookup_request(
+    family: int, protocol: int, local: bytes, lport: int, remote: bytes, rport: int, seq: int
+) -> bytes:
+    """A request for the one socket with these ends (no NLM_F_DUMP). udp_diag reads the
+    id the other way round ("src and dst are swapped for historical reasons", its source
+    says) and finds the socket that would receive a datagram from `remote`: a connected
+    one, else the bound one."""
+    if protocol == IPPROTO_UDP:
+        local, lport, remote, rport = remote, rport, local, lport
+    sockid = _ID.pack(lport, rport, local, remote) + bytes(4) + INET_DIAG_NOCOOKIE
+    body = struct.pack("=BBBxI", family, protocol, 0, ALL_STATES) + sockid
+    return _HDR.pack(_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, 0) + body
+
+
+def lookup(
+    family: int, protocol: int, local: bytes, lport: int, remote: bytes, rport: int
+) -> Row | None:
+    """The socket the kernel would match to these ends, or None when it has none (ENOENT).
+    OSError when the socket cannot be had, DiagError for any other answer."""
+    global _seq
+    import _socket
+
+    _seq = (_seq + 1) & 0xFFFFFFFF or 1
+    sock = _socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)
+    try:
+        sock.setblocking(False)  # the kernel answers inside send()
+        sock.sendto(lookup_request(family, protocol, local, lport, remote, rport, _seq), (0, 0))
+        try:
+            data, _anc, flags, sender = sock.recvmsg(RECV_SIZE)
+        except BlockingIOError:
+            raise DiagError("incomplete") from None
+        if flags & MSG_TRUNC or sender[0] != 0:
+            raise DiagError("bad-message")
+        rows: list[Row] = []
+        try:
+            parse(data, _seq, rows)
+        except DiagError as exc:
+            if exc.errno == 2:  # ENOENT: no such socket (any more)
+                return None
+            raise
+        return rows[0] if rows else None
+    finally:
+        sock.close()

@@ -82,3 +82,21 @@ def errno() -> int:
         import ctypes
 
         return ctypes.get_errno()
+
+
+def pinned(data: bytes) -> tuple[Any, int]:
+    """A C buffer holding a copy of `data`, and its address: for a system call that takes a
+    pointer inside a structure (SO_ATTACH_FILTER's sock_fprog). Keep the buffer for as long
+    as the kernel may read it."""
+    try:
+        import _ctypes
+
+        fields = {"_type_": _simple("c"), "_length_": len(data)}
+        array: Any = type(f"c_char_Array_{len(data)}", (_ctypes.Array,), fields)
+        buf = array.from_buffer_copy(data)
+        return buf, int(_ctypes.addressof(buf))
+    except (ImportError, TypeError, AttributeError):  # a Python whose _ctypes differs
+        import ctypes
+
+        cbuf = ctypes.create_string_buffer(data, len(data))
+        return cbuf, ctypes.addressof(cbuf)
