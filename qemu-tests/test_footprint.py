@@ -29,15 +29,18 @@ def test_agent_service_is_active_and_small(guest: Guest) -> None:
 
 
 # systemd-analyze security: 0 is locked down, 10 is root, free. 1.1 with login and sysinfo
-# alone, 1.8 with the process and network drop-ins (measured; docs/security.md).
-SECURITY_EXPOSURE_MAX = 2.0
+# alone, 1.8 with the process and network drop-ins, 2.1 once the network drop-in added
+# CAP_NET_RAW and AF_PACKET for connection attempts (measured; docs/security.md). The
+# issue's bound is 4.3, this version's own figure is the bound here: any loosening shows.
+SECURITY_EXPOSURE_MAX = 2.1
 
 
 # What the process and network collectors' unit drop-ins grant (agent/packaging/systemd/):
-# CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19). The image's package
-# has every collector; the sysvinit script reads the same drop-ins and grants the same
-# through setpriv.
-DROPIN_CAPABILITIES = 1 << 2 | 1 << 12 | 1 << 19
+# CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_NET_RAW (13), CAP_SYS_PTRACE (19). The
+# image's package has every collector; the sysvinit script reads the same drop-ins and
+# grants the same through setpriv.
+DROPIN_CAPABILITIES = 1 << 2 | 1 << 12 | 1 << 13 | 1 << 19
+NICE = -5  # the unit's Nice= and the init script's: ahead of ordinary work (a fork storm)
 
 
 def test_agent_runs_as_its_own_user_with_only_its_collectors_capabilities(
@@ -54,6 +57,9 @@ def test_agent_runs_as_its_own_user_with_only_its_collectors_capabilities(
         assert "systemd-journal" in who.groups  # what reads the journal
     assert who.cap_effective == DROPIN_CAPABILITIES
     assert who.cap_permitted == DROPIN_CAPABILITIES
+    pid = guest_agent.agent_memory(guest).pid
+    nice = guest.run(f"cut -d')' -f2 /proc/{pid}/stat").split()[16]  # field 19
+    assert int(nice) == NICE
 
 
 def test_systemd_unit_exposure_is_low(guest: Guest) -> None:
