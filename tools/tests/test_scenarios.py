@@ -469,6 +469,7 @@ def _activity(**changes: Any) -> Any:
                 "executable": "/usr/bin/bash",
             }
         ],
+        attempts=[{"remote_address": "192.0.2.2", "local_port": 18999}],
         listens=[
             {"sockets": [{"protocol": "tcp", "port": 22}, {"protocol": "tcp", "port": 18080}]}
         ],
@@ -503,6 +504,11 @@ def test_system_activity_names_each_miss() -> None:
     assert _failed(SystemActivity().judge(early, STANDARD)) == [
         "dfn-console: one alert, none on the near miss"
     ]
+    attempt = "a SYN to a closed port is one connection attempt, to a listening port none"
+    for attempts in ([], [*seen.attempts, {"remote_address": "192.0.2.2", "local_port": 18080}]):
+        assert _failed(
+            SystemActivity().judge(dataclasses.replace(seen, attempts=attempts), STANDARD)
+        ) == [attempt]
     no_child = dataclasses.replace(seen, execs=[])
     assert "the shell's child is seen with its parent" in _failed(
         SystemActivity().judge(no_child, STANDARD)

@@ -167,6 +167,7 @@ def _tcp(host: str, port: int, hold: int = 12) -> str:
 class ActivitySeen:
     execs: list[dict[str, Any]]
     connections: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]  # connection-attempt events
     listens: list[dict[str, Any]]
     alerts: list[dict[str, Any]]  # alert payloads with their record `time` as "_time"
     phases: dict[str, float]  # guest time each step began
@@ -207,6 +208,7 @@ class SystemActivity(Scenario[ActivitySeen]):
             step("outbound", "\n".join([_tcp("192.0.2.2", 8443), _tcp("192.0.2.2", 8444)]))
             step("outbound unlisted", _tcp("192.0.2.130", 8444))
             step("inbound", _inbound("192.0.2.130") + "\n" + _inbound("192.0.2.2"))
+            step("closed port", _closed_port(CLOSED_PORT))
             logins["operator"] = _password_login(guest, "operator", OPERATOR_PASSWORD)
             logins["root"] = _key_login(guest)
             step("console", _failed_console_logins(3))
@@ -223,6 +225,7 @@ class SystemActivity(Scenario[ActivitySeen]):
             return ActivitySeen(
                 guest_agent.events(guest, "process-exec"),
                 guest_agent.events(guest, "connection"),
+                guest_agent.events(guest, "connection-attempt"),
                 guest_agent.events(guest, "listen"),
                 [a for a in alerts if str(a.get("name", "")).startswith("dfn-")],
                 phases,
@@ -262,6 +265,21 @@ def _inbound(source: str) -> str:
     return _bg(
         f"exec ip netns exec dfn-peer python3 {lab.RUN_DIR}/connect.py {source} 192.0.2.1 18080 12"
     )
+
+
+CLOSED_PORT = 18999  # nothing listens there: a SYN to it is a connection attempt
+
+
+def _closed_port(port: int) -> str:
+    """One TCP connect from the namespace to a port of the guest nothing listens on: the
+    guest answers the SYN with a reset, so there is exactly one SYN."""
+    code = (
+        "import socket; s = socket.socket(); s.bind(('192.0.2.2', 0)); s.settimeout(5)\n"
+        f"try: s.connect(('192.0.2.1', {port}))\n"
+        "except ConnectionRefusedError: pass\n"
+        "else: raise SystemExit('a listener answered')"
+    )
+    return f"ip netns exec dfn-peer python3 -c {shlex.quote(code)}"
 
 
 def _failed_console_logins(n: int) -> str:
@@ -320,6 +338,19 @@ def _network_checks(seen: ActivitySeen) -> list[Check]:
             "the new listener is in a listen snapshot",
             18080 in ports,
             f"ports {sorted(p for p in ports if isinstance(p, int))[:12]}",
+        )
+    )
+    closed = [
+        a
+        for a in seen.attempts
+        if a.get("local_port") == CLOSED_PORT and a.get("remote_address") == "192.0.2.2"
+    ]
+    listening = [a for a in seen.attempts if a.get("local_port") == 18080]
+    out.append(
+        Check(
+            "a SYN to a closed port is one connection attempt, to a listening port none",
+            len(closed) == 1 and not listening,
+            f"{len(closed)} to port {CLOSED_PORT}, {len(listening)} to the listener 18080",
         )
     )
     return out
