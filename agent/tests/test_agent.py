@@ -231,3 +231,26 @@ def test_a_saved_position_never_runs_ahead_of_what_outputs_took(
     assert saved and all(written >= pos for pos, written in saved), saved
     agent.stop()
     agent.shutdown()
+
+
+def test_an_idle_agent_does_not_save_every_second_but_a_read_is_saved_within_one(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    agent = Agent("t", clock)
+    agent.store = state_mod.StateStore(str(tmp_path))
+    out = _ListOutput()
+    agent.add("outputs", out)
+    reader = _Reader(agent.context("collectors", "reader"), out)
+    agent.add("collectors", reader)
+    agent.start(heartbeat_interval=3600, statistics_interval=3600)
+    agent.advance(0.5)
+    before = len(reader.written_at_save)
+    agent.advance(20.0)  # nothing but the agent's own timers (output retries every 5 s)
+    idle_saves = len(reader.written_at_save) - before
+    assert idle_saves <= 5, idle_saves  # one after each output retry at most, not 20
+    agent.loop.call_later(0.1, lambda: reader.read(3))
+    agent.advance(1.05)
+    position, written = reader.written_at_save[-1]
+    assert position == 3 and written >= 3  # the read, saved within the second
+    agent.stop()
+    agent.shutdown()

@@ -467,6 +467,7 @@ def _activity(**changes: Any) -> Any:
                 "remote_address": "192.0.2.2",
                 "remote_port": 8443,
                 "executable": "/usr/bin/bash",
+                "backend": "sock_diag",
             }
         ],
         attempts=[{"remote_address": "192.0.2.2", "local_port": 18999}],

@@ -75,6 +75,7 @@ class EventLoop:
         self._readers: dict[int, tuple[Callable[[], None], str]] = {}
         self._timers: list[Timer] = []
         self._seq = 0
+        self.calls = 0  # callbacks run: what has not moved has changed nothing
         self.stopping = False
         self.reopen_requested = False
         self._wakeup_r = -1
@@ -121,6 +122,7 @@ class EventLoop:
 
     def call(self, owner: str, callback: Callable[[], None]) -> bool:
         """Run a callback as `owner`; a bug in it is logged and counted, never fatal."""
+        self.calls += 1
         try:
             callback()
         except Exception:

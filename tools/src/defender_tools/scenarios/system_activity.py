@@ -327,6 +327,14 @@ def _network_checks(seen: ActivitySeen) -> list[Check]:
     if outbound:
         exe = str(outbound[0].get("executable"))
         out.append(Check("with its owning program (bash)", exe.endswith("/bash"), exe))
+        backend = str(outbound[0].get("backend"))
+        out.append(
+            Check(
+                "from the kernel's netlink sources, not the /proc/net fallback",
+                backend in ("sock_diag", "conntrack"),
+                backend,
+            )
+        )
     ports = {
         s.get("port")
         for snapshot in seen.listens

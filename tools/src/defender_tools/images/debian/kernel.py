@@ -17,6 +17,10 @@ from defender_tools.images.debian.steps import run
 KERNEL_META = "linux-image-amd64"
 # Kernel modules copied into the image (plus their dependencies from modules.dep).
 # `button` + `evdev` let QMP system_powerdown reach logind; systemd asks for autofs4 at start.
+# The network collector's preferred sources are modules in Debian's kernel, which a full
+# system loads on demand (the kernel asks modprobe) and this image only has when listed:
+# sock_diag for TCP and UDP (tcp_diag, udp_diag), conntrack events (nf_conntrack_netlink),
+# packet sockets (af_packet, where it is not built in).
 MODULES = (
     "virtio_pci",
     "virtio_net",
@@ -27,6 +31,10 @@ MODULES = (
     "autofs4",
     "dummy",
     "veth",
+    "tcp_diag",
+    "udp_diag",
+    "af_packet",
+    "nf_conntrack_netlink",
 )
 KERNEL_DEB_ENV = "DEFENDER_KERNEL_DIR"  # the directory the download hook saves the .deb to
 
