@@ -201,6 +201,7 @@ def _backlog(alert: dict[str, Any] | None, **changes: Any) -> BacklogSeen:
         stopped_state="inactive",
         stamps=ATTACK,
         restarted=RESTARTED,
+        restarted_guest=RESTARTED,
         restarted_state="active",
         alert=alert,
         seen=RESTARTED + 3,
@@ -222,6 +223,21 @@ def test_backlog_alert_dated_by_the_attack_and_observed_after_restart_passes() -
     )
     assert result.passed, result.failures()
     assert "exactly one new BruteForce alert" in [c.name for c in result.checks]
+
+
+def test_observed_is_compared_with_the_guests_own_restart_time() -> None:
+    """A busy TCG guest's clock lagged the host's by ~10 s in CI: the alert's `observed`
+    (guest clock) is judged against the restart on the guest's clock."""
+    lag = 10.0
+    observed = RESTARTED - lag + 1  # a second after the restart, on the lagging clock
+    seen = _backlog(_backlog_alert(ATTACK[4] - lag, observed), restarted_guest=RESTARTED - lag)
+    assert "alert observed after the agent's restart" not in _failed(
+        BacklogAfterRestart().judge(seen, EMBEDDED)
+    )
+    early = _backlog(_backlog_alert(ATTACK[4], RESTARTED - 5), restarted_guest=RESTARTED)
+    assert "alert observed after the agent's restart" in _failed(
+        BacklogAfterRestart().judge(early, EMBEDDED)
+    )
 
 
 def test_an_agent_that_dates_the_backlog_when_it_reads_it_fails_both_time_checks() -> None:

@@ -227,6 +227,17 @@ def count_events(guest: Guest, event: str, source: str | None = None) -> int:
     return int(out.strip() or 0)
 
 
+def guest_time(guest: Guest) -> float | None:
+    """The guest's own clock (epoch seconds), None when it cannot be read. A guest under
+    TCG can fall seconds behind the host's clock on a busy machine: compare what the agent
+    stamps with this, not with the host's time."""
+    _rc, out, _err = guest.ssh("date +%s.%N")
+    try:
+        return float(out.strip())
+    except ValueError:
+        return None
+
+
 def service_state(guest: Guest) -> str:
     """The agent service's state: systemd's ActiveState, or active/inactive under sysvinit."""
     _rc, out, _err = guest.ssh(_STATE_SCRIPT)

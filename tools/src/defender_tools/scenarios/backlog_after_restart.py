@@ -46,6 +46,7 @@ class BacklogSeen:
     stopped_state: str  # the service's state during the attack
     stamps: list[float]  # host time each attempt was refused
     restarted: float  # host time the agent was started again
+    restarted_guest: float | None  # the guest's time then (what the agent's stamps are on)
     restarted_state: str  # the service's state after the start
     alert: Alert | None  # the first new BruteForce alert
     seen: float  # host time it was first seen
@@ -65,17 +66,19 @@ class BacklogAfterRestart(Scenario[BacklogSeen]):
     def describe(self) -> str:
         return f"agent stopped, {self.attempts} failed logins as {self.user!r}, agent restarted"
 
-    def _attack_while_stopped(self, guest: Guest) -> tuple[str, list[float], float]:
+    def _attack_while_stopped(self, guest: Guest) -> tuple[str, list[float], float, float | None]:
         """The attack with the agent stopped; the agent is started again whatever happens."""
         guest_agent.stop_service(guest)
+        restarted_guest = None
         try:
             stopped_state = guest_agent.service_state(guest)
             stamps = failed_password_attempts(guest.ssh_port, self.user, self.attempts)
             time.sleep(RESTART_PAUSE_S)
+            restarted_guest = guest_agent.guest_time(guest)
         finally:
             restarted = time.time()
             guest_agent.start_service(guest)
-        return stopped_state, stamps, restarted
+        return stopped_state, stamps, restarted, restarted_guest
 
     def _wait_for_quiet(self, guest: Guest) -> float:
         """Seconds waited until earlier failures from the attacker's address are a window old."""
@@ -88,7 +91,7 @@ class BacklogAfterRestart(Scenario[BacklogSeen]):
     def observe(self, guest: Guest) -> BacklogSeen:
         self.quiet_wait = self._wait_for_quiet(guest)
         before = len(guest_agent.named(guest_agent.alerts(guest), BRUTE_FORCE))
-        stopped_state, stamps, restarted = self._attack_while_stopped(guest)
+        stopped_state, stamps, restarted, restarted_guest = self._attack_while_stopped(guest)
         restarted_state = guest_agent.wait_for_service(guest)
         alert, seen = guest_agent.wait_for_alert(
             guest, BRUTE_FORCE, timeout=ALERT_TIMEOUT_S, known=before
@@ -97,7 +100,15 @@ class BacklogAfterRestart(Scenario[BacklogSeen]):
             time.sleep(SETTLE_S)
         after = len(guest_agent.named(guest_agent.alerts(guest), BRUTE_FORCE))
         return BacklogSeen(
-            before, stopped_state, stamps, restarted, restarted_state, alert, seen, after
+            before,
+            stopped_state,
+            stamps,
+            restarted,
+            restarted_guest,
+            restarted_state,
+            alert,
+            seen,
+            after,
         )
 
     def judge(self, seen: BacklogSeen, profile: Profile) -> ScenarioResult:
@@ -120,7 +131,9 @@ class BacklogAfterRestart(Scenario[BacklogSeen]):
                 checks.source_is(alert),
                 checks.service_is(alert, profile),
                 checks.time_within(alert, seen.stamps[0], seen.stamps[-1]),
-                checks.observed_after(alert, seen.restarted),
+                checks.observed_after(alert, seen.restarted_guest, "guest")
+                if seen.restarted_guest is not None
+                else checks.observed_after(alert, seen.restarted),
             ]
         )
         return result

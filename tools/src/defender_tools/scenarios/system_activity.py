@@ -189,7 +189,7 @@ class SystemActivity(Scenario[ActivitySeen]):
         logins: dict[str, bool] = {}
 
         def step(name: str, command: str) -> None:
-            phases[name] = _guest_time(guest)
+            phases[name] = guest_agent.guest_time(guest) or 0.0
             statuses[name], _out, _err = guest.ssh(command)
 
         step("setup", _SETUP)
@@ -251,14 +251,6 @@ class SystemActivity(Scenario[ActivitySeen]):
         result.extend(_network_checks(seen))
         result.extend(_rule_checks(seen))
         return result
-
-
-def _guest_time(guest: Guest) -> float:
-    _rc, out, _err = guest.ssh("date +%s.%N")
-    try:
-        return float(out.strip())
-    except ValueError:
-        return 0.0
 
 
 def _inbound(source: str) -> str:
