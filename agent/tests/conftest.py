@@ -1,25 +1,44 @@
-"""Shared helpers for the agent tests: temp configs, and the real agent on virtual time.
+"""Shared helpers for the agent tests: temp configs, the real agent on virtual time, and
+children that meet the real kernel.
 
 Tests build the real agent (agent.build) with a ManualClock: files, inotify and the event
 loop are real, but no test sleeps to cross a window. `advance(agent, seconds)` moves the
 clock and fires every timer on its deadline; the loop never waits on a virtual clock.
+
+Test modules cannot import each other (pytest's importlib mode), so what several share is
+here, as a fixture, or as the hypothesis profile `fuzz`.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from defender_agent import agent as agent_mod
 from defender_agent import config
 from defender_agent.clock import ManualClock
 from defender_agent.collectors.common import timestamps
+from defender_agent.linux import inet
 
 # "Nov 27 08:00:00" in the tests' auth logs, in the year the clock below puts them in
 T0 = timestamps.local(2026, 11, 27, 8, 0, 0) or 0.0
+SRC = str(Path(agent_mod.__file__).resolve().parents[1])  # the directory above defender_agent
+
+# The fuzz targets (`fuzz = settings.get_profile("fuzz")`): bounded for `make test`; run
+# longer on demand with DEFENDER_FUZZ_EXAMPLES=20000.
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("DEFENDER_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> config.Config:
@@ -116,3 +135,40 @@ def start_agent(clock: ManualClock) -> Iterator[Callable[[config.Config], agent_
         if not agent.loop.stopping:
             agent.stop()
             agent.shutdown()
+
+
+def run_child(code: str, *wrapper: str, timeout: float = 60) -> str:
+    """`code` in a fresh interpreter (optionally under `unshare ...`) that imports this
+    checkout's agent; its stdout. A child that fails fails the test, with its stderr."""
+    res = subprocess.run(
+        [*wrapper, sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {SRC!r})\n{code}"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.fixture(name="run_child")
+def run_child_fixture() -> Callable[..., str]:
+    return run_child
+
+
+def proc_line(local: str, lport: int, remote: str, rport: int, state: int, inode: int) -> str:
+    """A /proc/net/{tcp,udp}[6] line as a little-endian kernel prints it."""
+
+    def hexed(address: str) -> str:
+        raw = inet.pton(address)
+        return b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)).hex().upper()
+
+    return (
+        f"0: {hexed(local)}:{lport:04X} {hexed(remote)}:{rport:04X} {state:02X} "
+        f"0:0 0:0 0 0 0 {inode}\n"
+    )
+
+
+@pytest.fixture(name="proc_line")
+def proc_line_fixture() -> Callable[..., str]:
+    return proc_line

@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from defender_agent.linux import conntrack, inet
@@ -25,11 +25,7 @@ from defender_agent.linux import conntrack, inet
 DATA = Path(__file__).parent / "data" / "network-events"
 CAPTURE = json.loads((DATA / "conntrack.json").read_text())
 MESSAGES = [(m["what"], bytes.fromhex(m["hex"])) for m in CAPTURE["messages"]]
-SRC = str(Path(conntrack.__file__).resolve().parents[2])
-FUZZ_EXAMPLES = int(os.environ.get("DEFENDER_FUZZ_EXAMPLES", "300"))
-fuzz = settings(
-    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+fuzz = settings.get_profile("fuzz")  # conftest.py
 captured_here = pytest.mark.skipif(
     sys.byteorder != CAPTURE["byteorder"],
     reason=f"the netlink headers were written by a {CAPTURE['byteorder']}-endian kernel",
@@ -224,18 +220,6 @@ def test_the_statistics_answer() -> None:
 
 
 # --- the real kernel ------------------------------------------------------------------------
-def run_child(code: str, *wrapper: str) -> str:
-    res = subprocess.run(
-        [*wrapper, sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {SRC!r})\n{code}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    return res.stdout
-
-
 PROBE = """
 import _socket  # before the drop: a child without root may not read this interpreter's files
 from defender_agent.linux import conntrack
@@ -245,7 +229,7 @@ print("OK" if sub else "NO", why)
 """
 
 
-def test_subscribing_in_a_namespace_of_its_own() -> None:
+def test_subscribing_in_a_namespace_of_its_own(run_child: Callable[..., str]) -> None:
     """Root in a fresh network namespace: ctnetlink answers, nothing is tracked yet."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1)")
@@ -255,7 +239,7 @@ def test_subscribing_in_a_namespace_of_its_own() -> None:
     assert out == "OK 0 entries tracked now"
 
 
-def test_subscribing_needs_cap_net_admin() -> None:
+def test_subscribing_needs_cap_net_admin(run_child: Callable[..., str]) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to drop it")
     drop = "import os; os.setgroups([]); os.setgid(65534); os.setuid(65534)"

@@ -1,7 +1,7 @@
 """Every parser of outside input, fuzzed: none may raise anything but its documented error.
 
 Inputs come from the kernel, from files others write and from the configuration. The
-examples per target are bounded for `make test` (FUZZ_EXAMPLES below); run longer on
+examples per target are bounded for `make test` (conftest.py's `fuzz` profile); run longer on
 demand with DEFENDER_FUZZ_EXAMPLES=20000 pytest agent/tests/test_fuzz.py. The auth-log
 line, syslog framing and timestamp targets live beside their parsers' tests
 (test_authlog.py, test_timestamps.py) and follow the same budget.
@@ -13,7 +13,7 @@ import os
 import struct
 import tempfile
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from defender_agent import config
@@ -21,10 +21,7 @@ from defender_agent.collectors import sysinfo
 from defender_agent.collectors.common import authlog, syslog, timestamps
 from defender_agent.linux import inet, inotify, utmp
 
-FUZZ_EXAMPLES = int(os.environ.get("DEFENDER_FUZZ_EXAMPLES", "300"))
-fuzz = settings(
-    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+fuzz = settings.get_profile("fuzz")  # conftest.py
 
 
 @fuzz

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from defender_agent.collectors import network
@@ -37,10 +37,7 @@ STAGES = ("baseline", "connected", "new-listener")
 DIAG_TABLES = ("tcp", "tcp6", "udp", "udp6")
 SERVER, CLIENT = 300, 301  # the fake tree's processes
 SERVER_EXE, CLIENT_EXE = "/usr/sbin/demo-server", "/usr/bin/demo-client"
-FUZZ_EXAMPLES = int(os.environ.get("DEFENDER_FUZZ_EXAMPLES", "300"))
-fuzz = settings(
-    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+fuzz = settings.get_profile("fuzz")  # conftest.py
 captured_here = pytest.mark.skipif(
     sys.byteorder != CAPTURE["byteorder"],
     reason=f"the /proc/net data was printed by a {CAPTURE['byteorder']}-endian kernel",
@@ -506,22 +503,9 @@ def test_tables_are_bounded_and_what_is_left_out_is_counted(
     assert stats["table-truncated"] == 1 and stats["tracked"] == 16
 
 
-def proc_line(local: str, lport: int, remote: str, rport: int, state: int, inode: int) -> str:
-    """A /proc/net line as a little-endian kernel prints it (documentation addresses)."""
-
-    def hexed(text: str) -> str:
-        raw = inet.pton(text)
-        return b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)).hex().upper()
-
-    return (
-        f"0: {hexed(local)}:{lport:04X} {hexed(remote)}:{rport:04X} {state:02X} "
-        f"0:0 0:0 0 0 0 {inode}\n"
-    )
-
-
 @captured_here
 def test_direction_from_wildcard_listeners_and_handshake_states(
-    tmp_path: Path, proc_agent: Callable[..., Any]
+    tmp_path: Path, proc_agent: Callable[..., Any], proc_line: Callable[..., str]
 ) -> None:
     agent = proc_agent("baseline")
     net = tmp_path / "proc" / "net"

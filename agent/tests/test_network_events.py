@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +30,6 @@ from defender_agent.model import rfc3339
 DATA = Path(__file__).parent / "data" / "network-events"
 FLOWS = json.loads((DATA / "conntrack.json").read_text())
 PACKETS = json.loads((DATA / "packets.json").read_text())
-SRC = str(Path(network.__file__).resolve().parents[2])
 HOST = {inet.pton("192.0.2.1"), inet.pton("2001:db8::1")}
 OWNER, OWNER_EXE = 300, "/usr/bin/fetcher"
 captured_here = pytest.mark.skipif(
@@ -41,36 +39,30 @@ captured_here = pytest.mark.skipif(
 
 
 # --- helpers --------------------------------------------------------------------------
-def proc_line(local: str, lport: int, remote: str, rport: int, state: int, inode: int) -> str:
-    """A /proc/net line as a little-endian kernel prints it."""
-
-    def hexed(address: str) -> str:
-        raw = inet.pton(address)
-        return b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)).hex().upper()
-
-    return (
-        f"0: {hexed(local)}:{lport:04X} {hexed(remote)}:{rport:04X} {state:02X} "
-        f"0:0 0:0 0 0 0 {inode}\n"
-    )
-
-
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
-LISTENERS = {
-    "tcp": [proc_line("192.0.2.1", 8080, "0.0.0.0", 0, 10, 7001)],
-    "tcp6": [proc_line("2001:db8::1", 8080, "::", 0, 10, 7002)],
-}
 
 
-def write_tables(root: Path, **extra: list[str]) -> None:
-    net = root / "net"
-    net.mkdir(parents=True, exist_ok=True)
-    for name in ("tcp", "tcp6", "udp", "udp6", "raw", "raw6"):
-        lines = LISTENERS.get(name, []) + extra.get(name, [])
-        (net / name).write_text(HEADER + "".join(lines))
+@pytest.fixture
+def write_tables(proc_line: Callable[..., str]) -> Callable[..., None]:
+    """Write a fake /proc/net: the listeners on 8080, and `extra` rows by table name, each
+    row proc_line's arguments."""
+    listeners = {
+        "tcp": [("192.0.2.1", 8080, "0.0.0.0", 0, 10, 7001)],
+        "tcp6": [("2001:db8::1", 8080, "::", 0, 10, 7002)],
+    }
+
+    def write(root: Path, **extra: list[tuple[str, int, str, int, int, int]]) -> None:
+        net = root / "net"
+        net.mkdir(parents=True, exist_ok=True)
+        for name in ("tcp", "tcp6", "udp", "udp6", "raw", "raw6"):
+            rows = listeners.get(name, []) + extra.get(name, [])
+            (net / name).write_text(HEADER + "".join(proc_line(*row) for row in rows))
+
+    return write
 
 
 def fake_proc(root: Path) -> Path:
-    write_tables(root)
+    """The owner's process under `root`, beside the tables write_tables put there."""
     fd = root / str(OWNER) / "fd"
     fd.mkdir(parents=True)
     (fd / "3").symlink_to("socket:[555]")
@@ -115,6 +107,7 @@ def collector(
     cfg_factory: Callable[..., Any],
     start_agent: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
+    write_tables: Callable[..., None],
 ) -> Callable[..., Any]:
     """Start the agent with the network collector on a fake /proc (listeners on 8080),
     this host being 192.0.2.1 and 2001:db8::1; the sources themselves stay closed, the
@@ -133,6 +126,7 @@ def collector(
     monkeypatch.setattr(inet_diag, "lookup", lookup)
 
     def start(**settings: Any) -> Any:
+        write_tables(tmp_path / "proc")
         root = fake_proc(tmp_path / "proc")
         section = {"enabled": True, "backend": "proc", "proc": str(root), **settings}
         section.setdefault("conntrack", "off")
@@ -199,16 +193,16 @@ def test_captured_flows_become_connection_events(
 
 @captured_here
 def test_one_connection_seen_by_conntrack_and_then_the_poll_is_one_event(
-    tmp_path: Path, collector: Callable[..., Any]
+    tmp_path: Path, collector: Callable[..., Any], write_tables: Callable[..., None]
 ) -> None:
     agent, col = collector()
     (flow,) = flows("tcp from the peer 192.0.2.2 to 192.0.2.1:8080 (listening)")
     feed(agent, col, [flow])
     port = flow.orig[1]
     # the next poll finds it accepted (an inode now) and later in TIME_WAIT
-    write_tables(tmp_path / "proc", tcp=[proc_line("192.0.2.1", 8080, "192.0.2.2", port, 1, 8801)])
+    write_tables(tmp_path / "proc", tcp=[("192.0.2.1", 8080, "192.0.2.2", port, 1, 8801)])
     agent.advance(5)
-    write_tables(tmp_path / "proc", tcp=[proc_line("192.0.2.1", 8080, "192.0.2.2", port, 6, 0)])
+    write_tables(tmp_path / "proc", tcp=[("192.0.2.1", 8080, "192.0.2.2", port, 6, 0)])
     agent.advance(5)
     feed(agent, col, [flow])  # the same NEW again (a replay): known
     assert len(events(tmp_path, "connection")) == 1
@@ -216,8 +210,8 @@ def test_one_connection_seen_by_conntrack_and_then_the_poll_is_one_event(
 
     # the other way round: the poll first, then conntrack's NEW read late
     (v6,) = flows("tcp from the peer 2001:db8::2")
-    line = proc_line("2001:db8::1", 8080, "2001:db8::2", v6.orig[1], 1, 8802)
-    write_tables(tmp_path / "proc", tcp6=[line])
+    row = ("2001:db8::1", 8080, "2001:db8::2", v6.orig[1], 1, 8802)
+    write_tables(tmp_path / "proc", tcp6=[row])
     agent.advance(5)
     feed(agent, col, [v6])
     got = events(tmp_path, "connection")
@@ -226,7 +220,9 @@ def test_one_connection_seen_by_conntrack_and_then_the_poll_is_one_event(
 
 
 @captured_here
-def test_a_destroyed_flow_ends_tracking(tmp_path: Path, collector: Callable[..., Any]) -> None:
+def test_a_destroyed_flow_ends_tracking(
+    tmp_path: Path, collector: Callable[..., Any], write_tables: Callable[..., None]
+) -> None:
     """After DESTROY a NEW on the same addresses is a new connection (a client that
     reuses its port), unless its socket is the one the poll already knows (a connected
     UDP socket idle longer than conntrack's timeout)."""
@@ -237,8 +233,8 @@ def test_a_destroyed_flow_ends_tracking(tmp_path: Path, collector: Callable[...,
     assert len(events(tmp_path, "connection")) == 2
 
     col.sockets[udp.orig[1]] = (1000, 555)  # now a connected socket the poll sees
-    line = proc_line("192.0.2.1", udp.orig[1], "192.0.2.2", 5353, 1, 555)
-    write_tables(tmp_path / "proc", udp=[line])
+    row = ("192.0.2.1", udp.orig[1], "192.0.2.2", 5353, 1, 555)
+    write_tables(tmp_path / "proc", udp=[row])
     agent.advance(5)
     feed(agent, col, [gone, udp])
     assert len(events(tmp_path, "connection")) == 2
@@ -409,10 +405,10 @@ def test_packets_not_for_the_host_are_counted(
 
 
 def test_a_listener_newer_than_the_poll_is_not_a_closed_port(
-    tmp_path: Path, collector: Callable[..., Any]
+    tmp_path: Path, collector: Callable[..., Any], write_tables: Callable[..., None]
 ) -> None:
     agent, col = collector()
-    write_tables(tmp_path / "proc", tcp=[proc_line("0.0.0.0", 2222, "0.0.0.0", 0, 10, 7100)])
+    write_tables(tmp_path / "proc", tcp=[("0.0.0.0", 2222, "0.0.0.0", 0, 10, 7100)])
     packet_in(agent, col, syn("198.51.100.7", 40000, "192.0.2.1", 2222), "lo", 0)
     packet_in(agent, col, syn("198.51.100.7", 40001, "192.0.2.1", 2223), "lo", 0)
     packet_in(agent, col, syn("2001:db8::7", 40002, "2001:db8::1", 2222), "lo", 0)  # v4 only
@@ -524,22 +520,19 @@ finally:
 """
 
 
-def test_the_real_kernel_reports_each_connection_once_and_each_closed_port_syn() -> None:
+def test_the_real_kernel_reports_each_connection_once_and_each_closed_port_syn(
+    run_child: Callable[..., str],
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, CAP_NET_ADMIN, CAP_NET_RAW)")
     for tool in ("unshare", "nsenter", "ip", "nft"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (nftables: scripts/install-system-deps.sh)")
-    res = subprocess.run(
-        ["unshare", "--net", sys.executable, "-I", "-c",
-         f"import sys; sys.path.insert(0, {SRC!r})\n{SCENARIO}"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    if res.stdout.startswith("SKIP") or "\nSKIP" in res.stdout:
-        pytest.skip(res.stdout.strip().splitlines()[-1])
+    stdout = run_child(SCENARIO, "unshare", "--net", timeout=120)
+    if stdout.startswith("SKIP") or "\nSKIP" in stdout:
+        pytest.skip(stdout.strip().splitlines()[-1])
     lines = {
-        line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in res.stdout.splitlines()
+        line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in stdout.splitlines()
     }
     describe = lines["DESCRIBE"]
     assert describe[3].startswith("conntrack: subscribed (")
@@ -612,17 +605,12 @@ def test_the_address_list_answer() -> None:
             ifaddr.parse(bad, 1, set())
 
 
-def test_the_address_list_of_a_fresh_namespace() -> None:
+def test_the_address_list_of_a_fresh_namespace(run_child: Callable[..., str]) -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1)")
     code = (
         "from defender_agent.linux import ifaddr, inet\n"
         "print(sorted(inet.ntop(a) for a in ifaddr.local_addresses()))\n"
     )
-    res = subprocess.run(
-        ["unshare", "--net", sys.executable, "-I", "-c",
-         f"import sys; sys.path.insert(0, {SRC!r})\n{code}"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"  # lo is down: nothing, and 127/8 is local anyway
+    out = run_child(code, "unshare", "--net")
+    assert out.strip() == "[]"  # lo is down: nothing, and 127/8 is local anyway

@@ -15,24 +15,18 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from defender_agent.linux import inet, packet
 
 DATA = Path(__file__).parent / "data" / "network-events"
 CAPTURE = json.loads((DATA / "packets.json").read_text())
-SRC = str(Path(packet.__file__).resolve().parents[2])
-FUZZ_EXAMPLES = int(os.environ.get("DEFENDER_FUZZ_EXAMPLES", "300"))
-fuzz = settings(
-    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+fuzz = settings.get_profile("fuzz")  # conftest.py
 SIZES = {packet.BPF_W: 4, packet.BPF_H: 2, packet.BPF_B: 1}
 
 
@@ -207,18 +201,6 @@ def test_fuzz_ipv4_headers(flags: int, frag: int, extra: int, options: bytes) ->
 
 
 # --- the real kernel ------------------------------------------------------------------------
-def run_child(code: str, *wrapper: str) -> str:
-    res = subprocess.run(
-        [*wrapper, sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {SRC!r})\n{code}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    return res.stdout
-
-
 LIVE = """
 import _socket, time
 from defender_agent.linux import packet
@@ -250,7 +232,7 @@ for sock in capture.sockets:
 """
 
 
-def test_the_kernel_runs_the_filter() -> None:
+def test_the_kernel_runs_the_filter(run_child: Callable[..., str]) -> None:
     """In a namespace of its own: two connections over lo (one to a listener, one
     refused) give exactly their two SYNs, inbound copies only, and nothing else (no
     SYN+ACK, ACK, RST or FIN)."""
@@ -262,7 +244,7 @@ def test_the_kernel_runs_the_filter() -> None:
     assert sorted(out.splitlines()) == ["lo 0 False True", "lo 0 True False"]
 
 
-def test_packet_sockets_need_cap_net_raw() -> None:
+def test_packet_sockets_need_cap_net_raw(run_child: Callable[..., str]) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to drop it")
     drop = "import os; os.setgroups([]); os.setgid(65534); os.setuid(65534)"

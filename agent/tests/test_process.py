@@ -33,7 +33,6 @@ from defender_agent.plugins import QuietOutput
 DATA = Path(__file__).parent / "data" / "process"
 HZ = os.sysconf("SC_CLK_TCK")
 UPTIME = 1000.0  # the fake trees' /proc/uptime
-SRC = str(Path(process.__file__).resolve().parents[2])
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -723,19 +722,6 @@ def test_real_exits_through_the_connector(clock: ManualClock, children: Any) -> 
     agent.shutdown()
 
 
-def run_child(code: str, *wrapper: str) -> str:
-    """`code` in a fresh interpreter (optionally under `unshare ...`); its stdout."""
-    res = subprocess.run(
-        [*wrapper, sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {SRC!r})\n{code}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    return res.stdout
-
-
 # imports first: a child that gives up root may no longer read this interpreter's files
 IMPORTS = "import _socket\nfrom defender_agent.collectors import process\n"
 DESCRIBE = (
@@ -751,7 +737,9 @@ DESCRIBE = (
         ("--pid", "no answer to PROC_CN_MCAST_LISTEN"),
     ],
 )
-def test_a_refused_connector_falls_back_to_proc_polling(namespace: str, reason: str) -> None:
+def test_a_refused_connector_falls_back_to_proc_polling(
+    namespace: str, reason: str, run_child: Callable[..., str]
+) -> None:
     """Real refusals: the connector exists only in the initial network namespace, and
     ignores listeners outside the initial PID namespace."""
     need_root()
@@ -764,7 +752,7 @@ def test_a_refused_connector_falls_back_to_proc_polling(namespace: str, reason: 
     assert line.startswith("backend: /proc polling every 1 s (netlink: ") and reason in line
 
 
-def test_an_unprivileged_listener(tmp_path: Path) -> None:
+def test_an_unprivileged_listener(tmp_path: Path, run_child: Callable[..., str]) -> None:
     """Linux 6.6 opened the connector to users without CAP_NET_ADMIN; before, bind fails."""
     need_root()
     if netlink_reason():
@@ -827,7 +815,7 @@ os.waitpid(own, 0)
 """
 
 
-def test_hidden_processes_are_counted_not_reported() -> None:
+def test_hidden_processes_are_counted_not_reported(run_child: Callable[..., str]) -> None:
     """systemd's ProtectProc=invisible: procfs mounted with hidepid=invisible and an agent
     that is not root. Others' processes still exec (the connector says so) but /proc has
     no entry for them: counted as hidden-process, no event; its own user's are seen."""

@@ -25,15 +25,14 @@ import errno
 import os
 import struct
 
+from defender_agent.linux.netlink import StepError, grow_buffer, open_socket
+
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
-AF_NETLINK = 16
 SOCK_DGRAM = 2
 NETLINK_CONNECTOR = 11
-SOL_SOCKET = 1
-SO_RCVBUF = 8
 CN_IDX_PROC = 1  # <linux/connector.h>: the process events' id and multicast group
 CN_VAL_PROC = 1
 NLMSG_DONE = 3  # the type the connector gives every message it sends
@@ -55,7 +54,6 @@ EXEC = struct.Struct("=ii")  # process_pid, process_tgid
 EXIT = struct.Struct("=iiII")  # process_pid, process_tgid, exit_code, exit_signal
 _HEADERS = NLMSGHDR.size + CN_MSG.size
 
-SO_RCVBUFFORCE = 33
 # Asked for. Each event takes ~768 bytes of the buffer (the skb around its 96), so
 # rmem_max's usual 208 KiB (416 KiB granted) holds ~550 events: a 2-vCPU guest spawning
 # 50 processes/s overflowed it while the agent waited for a CPU. 4 MiB (8 granted) holds
@@ -136,46 +134,13 @@ def _count(counts: dict[str, int], reason: str) -> None:
     counts[reason] = counts.get(reason, 0) + 1
 
 
-class StepError(OSError):
-    """Opening the connector failed; `step` says where: socket, bind or send."""
-
-    def __init__(self, step: str, exc: OSError) -> None:
-        super().__init__(exc.errno, exc.strerror)
-        self.step = step
-
-
 class Connector:
-    """A bound, non-blocking proc-connector socket; StepError from the step that failed."""
+    """A bound, non-blocking proc-connector socket; StepError from the step that failed
+    (socket, bind, later send)."""
 
     def __init__(self) -> None:
-        import _socket
-
-        try:
-            self.sock: Any = _socket.socket(AF_NETLINK, SOCK_DGRAM, NETLINK_CONNECTOR)
-        except OSError as exc:
-            raise StepError("socket", exc) from None
-        try:
-            self.sock.bind((0, CN_IDX_PROC))
-        except OSError as exc:
-            self.sock.close()
-            raise StepError("bind", exc) from None
-        self.sock.setblocking(False)
-        self.rcvbuf = self._grow_buffer()
-
-    def _grow_buffer(self) -> int:
-        """Room for a burst of forks while the agent waits for a CPU: SO_RCVBUFFORCE
-        (CAP_NET_ADMIN) past net.core.rmem_max, else SO_RCVBUF up to it. The bytes the
-        kernel then allows (it doubles the request for its bookkeeping)."""
-        for option in (SO_RCVBUFFORCE, SO_RCVBUF):
-            try:
-                self.sock.setsockopt(SOL_SOCKET, option, RCVBUF)
-                break
-            except OSError:
-                continue
-        try:
-            return int(self.sock.getsockopt(SOL_SOCKET, SO_RCVBUF))
-        except OSError:
-            return 0
+        self.sock: Any = open_socket(SOCK_DGRAM, NETLINK_CONNECTOR, CN_IDX_PROC)
+        self.rcvbuf = grow_buffer(self.sock, RCVBUF)  # room for a burst of forks
 
     def fileno(self) -> int:
         return int(self.sock.fileno())

@@ -48,6 +48,8 @@ import errno
 import os
 import struct
 
+from defender_agent.linux.netlink import StepError, grow_buffer, open_socket
+
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
@@ -55,11 +57,8 @@ if TYPE_CHECKING:
     Tuple = tuple[bytes, int, bytes, int]  # source, source port, destination, destination port
     Attrs = dict[int, tuple[int, int]]  # attribute type -> (payload start, payload end)
 
-AF_NETLINK = 16
 SOCK_RAW = 3
 NETLINK_NETFILTER = 12
-SOL_SOCKET = 1
-SO_RCVBUF, SO_RCVBUFFORCE = 8, 33
 NFNLGRP_CONNTRACK_NEW = 1
 NFNLGRP_CONNTRACK_DESTROY = 3
 GROUPS = 1 << (NFNLGRP_CONNTRACK_NEW - 1) | 1 << (NFNLGRP_CONNTRACK_DESTROY - 1)
@@ -260,37 +259,14 @@ def _count(counts: dict[str, int], reason: str) -> None:
     counts[reason] = counts.get(reason, 0) + 1
 
 
-class StepError(OSError):
-    """Subscribing failed; `step` says where: socket or bind."""
-
-    def __init__(self, step: str, exc: OSError) -> None:
-        super().__init__(exc.errno, exc.strerror)
-        self.step = step
-
-
 class Subscription:
-    """A non-blocking NETLINK_NETFILTER socket in the conntrack NEW and DESTROY groups."""
+    """A non-blocking NETLINK_NETFILTER socket in the conntrack NEW and DESTROY groups;
+    StepError (socket or bind) when it cannot be had."""
 
     def __init__(self) -> None:
-        import _socket
-
-        try:
-            self.sock: Any = _socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER)
-        except OSError as exc:
-            raise StepError("socket", exc) from None
-        try:
-            self.sock.bind((0, GROUPS))
-        except OSError as exc:
-            self.sock.close()
-            raise StepError("bind", exc) from None
-        self.sock.setblocking(False)
-        try:  # room for a burst of new flows: CAP_NET_ADMIN, which the bind took, may force it
-            self.sock.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-        except OSError:
-            try:  # capped at net.core.rmem_max
-                self.sock.setsockopt(SOL_SOCKET, SO_RCVBUF, RCVBUF)
-            except OSError:
-                pass
+        self.sock: Any = open_socket(SOCK_RAW, NETLINK_NETFILTER, GROUPS)
+        # room for a burst of new flows: CAP_NET_ADMIN, which the bind took, may force it
+        grow_buffer(self.sock, RCVBUF)
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
@@ -331,14 +307,11 @@ def entries(answer: bytes, seq: int) -> int:
 def probe() -> tuple[int, str]:
     """Whether ctnetlink answers here: (entries tracked in this namespace, "") or (-1, why
     not). A socket of its own, opened and closed: the subscription's gets events only."""
-    import _socket
-
+    try:  # non-blocking: nfnetlink handles a request inside send(), no waiting
+        sock = open_socket(SOCK_RAW, NETLINK_NETFILTER)
+    except StepError as exc:
+        return -1, _why(exc.step, exc)
     try:
-        sock = _socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER)
-    except OSError as exc:
-        return -1, _why("socket", exc)
-    try:
-        sock.setblocking(False)  # nfnetlink handles a request inside send(): no waiting
         seq = os.getpid() & 0x7FFFFFFF or 1
         sock.sendto(stats_request(seq), (0, 0))
         got = entries(bytes(sock.recv(RECV_SIZE)), seq)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import struct
 
-AF_UNSPEC, AF_INET, AF_INET6, AF_NETLINK = 0, 2, 10, 16
+from defender_agent.linux.netlink import open_socket
+
+AF_UNSPEC, AF_INET, AF_INET6 = 0, 2, 10
 SOCK_RAW = 3
 NETLINK_ROUTE = 0
 RTM_NEWADDR, RTM_GETADDR = 20, 22
@@ -89,13 +91,10 @@ def _address(data: bytes, start: int, end: int, out: set[bytes]) -> None:
 def local_addresses() -> set[bytes]:
     """Every address configured on this namespace's interfaces. OSError when the dump
     cannot be had, ValueError when its answer does not parse."""
-    import _socket
-
-    sock = _socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)
+    # Non-blocking: the kernel queues each part of a dump before send/recv returns,
+    # so an empty queue mid-dump is a broken dump, never a reason to wait.
+    sock = open_socket(SOCK_RAW, NETLINK_ROUTE)
     try:
-        # Non-blocking: the kernel queues each part of a dump before send/recv returns,
-        # so an empty queue mid-dump is a broken dump, never a reason to wait.
-        sock.setblocking(False)
         sock.sendto(request(1), (0, 0))
         out: set[bytes] = set()
         while True:

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import struct
 
+from defender_agent.linux.netlink import open_socket
+
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     Row = tuple[int, int, bytes, int, bytes, int, int, int]
 
-AF_INET, AF_INET6, AF_NETLINK = 2, 10, 16
+AF_INET, AF_INET6 = 2, 10
 SOCK_RAW = 3
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -131,14 +133,12 @@ def dump(
     abandoned (complete False). OSError when the socket cannot be had, DiagError when the
     kernel refuses or answers something that does not parse."""
     global _seq
-    import _socket
 
     _seq = (_seq + 1) & 0xFFFFFFFF or 1
-    sock = _socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)
+    # Non-blocking: the kernel queues each part of a dump before send/recv returns,
+    # so an empty queue mid-dump is a broken dump, never a reason to wait.
+    sock = open_socket(SOCK_RAW, NETLINK_SOCK_DIAG)
     try:
-        # Non-blocking: the kernel queues each part of a dump before send/recv returns,
-        # so an empty queue mid-dump is a broken dump, never a reason to wait.
-        sock.setblocking(False)
         sock.sendto(request(family, protocol, _seq, states), (0, 0))
         rows: list[Row] = []
         while True:
@@ -196,12 +196,10 @@ def lookup(
     """The socket the kernel would match to these ends, or None when it has none (ENOENT).
     OSError when the socket cannot be had, DiagError for any other answer."""
     global _seq
-    import _socket
 
     _seq = (_seq + 1) & 0xFFFFFFFF or 1
-    sock = _socket.socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)
+    sock = open_socket(SOCK_RAW, NETLINK_SOCK_DIAG)  # non-blocking: the answer comes in send()
     try:
-        sock.setblocking(False)  # the kernel answers inside send()
         sock.sendto(lookup_request(family, protocol, local, lport, remote, rport, _seq), (0, 0))
         try:
             data, _anc, flags, sender = sock.recvmsg(RECV_SIZE)
