@@ -26,7 +26,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from defender_tools import qemuboot
 from defender_tools.errors import UserError
 
-KVM_PROBE_SECONDS = 3.0
+KVM_PROBE_SECONDS = 8.0
 ACCEL_ENV = "DEFENDER_QEMU_ACCEL"
 
 
@@ -46,10 +46,17 @@ def _cache_dir() -> Path:
     return Path(base) / "defender-tools"
 
 
-def kvm_works(qemu_bin: str) -> bool:
-    """Start a paused KVM machine: nested setups can fail setting MSRs, which means TCG.
+def kvm_works(qemu_bin: str, kernel: Path | None = None) -> bool:
+    """Whether KVM really runs a guest here: nested setups can fail in two ways, and the
+    answer (TCG then) is cached per QEMU binary, host kernel and guest kernel, since the
+    probe costs seconds.
 
-    The answer is cached per QEMU binary and host kernel, since the probe costs seconds.
+    QEMU may refuse at once (setting MSRs fails), or start and spin: on some nested hosts
+    the firmware runs under KVM but a Linux kernel never prints a line (it resets or hangs
+    as it enters long mode). So with a guest kernel the probe boots it, without an initrd,
+    and KVM works only if the kernel's banner reaches the serial port within
+    KVM_PROBE_SECONDS (well under a second where KVM works). Without one, a paused machine
+    that stays up is all that can be checked.
     """
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
@@ -57,6 +64,9 @@ def kvm_works(qemu_bin: str) -> bool:
     if binary is None:
         raise UserError(f"{qemu_bin}: QEMU binary not found on PATH")
     ident = f"{binary}:{os.stat(binary).st_mtime_ns}:{platform.release()}"
+    if kernel is not None:
+        info = kernel.stat()
+        ident += f":{kernel.name}:{info.st_size}:{info.st_mtime_ns}"
     cache = _cache_dir() / "kvm-probe.json"
     try:
         known = json.loads(cache.read_text())
@@ -64,31 +74,7 @@ def kvm_works(qemu_bin: str) -> bool:
         known = {}
     if isinstance(known, dict) and isinstance(known.get(ident), bool):
         return bool(known[ident])
-    probe = [
-        binary,
-        "-accel",
-        "kvm",
-        "-cpu",
-        "host",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-m",
-        "64",
-        "-S",
-    ]
-    proc = subprocess.Popen(
-        probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        proc.wait(timeout=KVM_PROBE_SECONDS)
-        works = False  # exited on its own: KVM refused (or crashed) before running anything
-    except subprocess.TimeoutExpired:
-        works = True
-        proc.kill()
-        proc.wait()
+    works = _probe_kernel(binary, kernel) if kernel is not None else _probe_paused(binary)
     with contextlib.suppress(OSError):
         cache.parent.mkdir(parents=True, exist_ok=True)
         known = known if isinstance(known, dict) else {}
@@ -97,14 +83,70 @@ def kvm_works(qemu_bin: str) -> bool:
     return works
 
 
-def choose_accel(qemu_bin: str) -> str:
+_KVM_BASE = ["-accel", "kvm", "-cpu", "host", "-nodefaults", "-display", "none"]
+
+
+def _probe_paused(binary: str) -> bool:
+    """A paused KVM machine that stays up (one that exits was refused before it ran)."""
+    probe = [binary, *_KVM_BASE, "-monitor", "none", "-m", "64", "-S"]
+    proc = subprocess.Popen(
+        probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        proc.wait(timeout=KVM_PROBE_SECONDS)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return True
+
+
+def _probe_kernel(binary: str, kernel: Path) -> bool:
+    """Boot KERNEL under KVM (no initrd, no reboot) until its banner is on the serial port."""
+    with tempfile.TemporaryDirectory(prefix="defender-kvm-probe-") as tmp:
+        serial = Path(tmp) / "serial"
+        serial.write_bytes(b"")
+        probe = [
+            binary,
+            *_KVM_BASE,
+            "-monitor",
+            "none",
+            "-m",
+            "256",
+            "-no-reboot",
+            "-serial",
+            f"file:{serial}",
+            "-kernel",
+            str(kernel),
+            "-append",
+            "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1",
+        ]
+        proc = subprocess.Popen(
+            probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + KVM_PROBE_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                if b"Linux version" in serial.read_bytes():
+                    return True
+                if proc.poll() is not None:
+                    return b"Linux version" in serial.read_bytes()
+                time.sleep(0.05)
+            return False
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def choose_accel(qemu_bin: str, kernel: Path | None = None) -> str:
     """KVM when it really works, else TCG; DEFENDER_QEMU_ACCEL=tcg|kvm overrides."""
     forced = os.environ.get(ACCEL_ENV, "").strip().lower()
     if forced in ("kvm", "tcg"):
         return forced
     if forced:
         raise UserError(f"{ACCEL_ENV}={forced!r}: use 'kvm' or 'tcg'")
-    return "kvm" if kvm_works(qemu_bin) else "tcg"
+    return "kvm" if kvm_works(qemu_bin, kernel) else "tcg"
 
 
 def default_key(cfg: qemuboot.BootConfig) -> Path:
@@ -143,7 +185,7 @@ class Guest:
         if not self.key.is_file():
             raise UserError(f"{self.key}: SSH key for root not found (give one with --key)")
         self.serial_log = serial_log or self._default_log()
-        self.accel = accel or choose_accel(self.cfg.system_name)
+        self.accel = accel or choose_accel(self.cfg.system_name, self.cfg.kernel)
         self.boot_timeout = boot_timeout
         self.boot_seconds: float | None = None
         # Created by start(): a Guest only asked for its command line leaves nothing behind.
