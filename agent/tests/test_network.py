@@ -799,7 +799,10 @@ def test_owners_of_other_users_sockets_need_both_capabilities() -> None:
 def test_describe_names_the_backend(cfg_factory: Callable[..., Any]) -> None:
     section = cfg_factory(collectors__network={"backend": "proc"}).section("collectors.network")
     lines = network.describe(section)
-    assert lines[0] == "backend: /proc/net for tcp, udp, raw; every 5 s"
+    assert lines[0] == (
+        "backend: /proc/net for tcp, udp, raw; every 5 s, every 60 s while quiet when SYN "
+        "capture or conntrack announces new connections"
+    )
     assert lines[2].startswith("owners: /proc/*/fd scan")
     auto = network.describe({**section, "backend": "auto"})[0]
     assert auto.startswith("backend: sock_diag for tcp, udp;") == sock_diag_here()
@@ -811,6 +814,7 @@ def test_describe_names_missing_capabilities(tmp_path: Path) -> None:
     section = {
         "backend": "proc",
         "poll_interval": 5.0,
+        "idle_poll_interval": 60.0,
         "report_existing": False,
         "conntrack": "off",
         "connection_attempts": "off",

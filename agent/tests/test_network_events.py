@@ -24,7 +24,7 @@ from typing import Any, Callable
 import pytest
 
 from defender_agent.collectors import network
-from defender_agent.linux import conntrack, ifaddr, inet, inet_diag
+from defender_agent.linux import conntrack, ifaddr, inet, inet_diag, packet
 from defender_agent.model import rfc3339
 
 DATA = Path(__file__).parent / "data" / "network-events"
@@ -330,9 +330,10 @@ def test_the_kernels_timestamp_is_the_events_time(
 
 
 # --- connection attempts, offline -----------------------------------------------------------
-def syn(source: str, sport: int, destination: str, dport: int) -> bytes:
+def syn(source: str, sport: int, destination: str, dport: int, flags: int = 0x02) -> bytes:
     src, dst = inet.pton(source), inet.pton(destination)
-    tcp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + b"\x02" + bytes(6)
+    tcp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + bytes([flags])
+    tcp += bytes(6)
     if len(src) == 4:
         return bytes([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]) + src + dst + tcp
     return bytes([0x60, 0, 0, 0, 0, 20, 6, 64]) + src + dst + tcp
@@ -417,6 +418,140 @@ def test_a_listener_newer_than_the_poll_is_not_a_closed_port(
     assert col.statistics()["listen-fresh-checks"] == 1  # one dump a second at most
 
 
+# --- when to look ----------------------------------------------------------------------------
+class QuietCapture:
+    """An open capture that receives nothing by itself: the test feeds the packets."""
+
+    def __init__(self) -> None:
+        self.sockets: list[Any] = []
+
+    def filenos(self) -> list[int]:
+        return [sock.fileno() for sock in self.sockets]
+
+    def close(self) -> None:
+        pass
+
+
+def polls(col: network.NetworkCollector) -> int:
+    return col.statistics().get("polls", 0)
+
+
+def test_a_quiet_device_is_looked_at_every_idle_interval_and_an_opening_brings_a_look(
+    tmp_path: Path,
+    collector: Callable[..., Any],
+    write_tables: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(packet, "open_capture", lambda: (QuietCapture(), "a test capture"))
+    agent, col = collector(connection_attempts="on")
+    assert polls(col) == 1  # the baseline, at start
+    agent.advance(59.9)
+    assert polls(col) == 1  # nothing announced: no look for idle_poll_interval
+    agent.advance(10.0)  # t = 69.9: the look at 60
+    assert polls(col) == 2
+    # an outbound connect() answered: the remote end's SYN-ACK to the host, at t = 70
+    write_tables(tmp_path / "proc", tcp=[("192.0.2.1", 51000, "198.51.100.7", 443, 1, 555)])
+    agent.advance(0.1)
+    opened = agent.clock.time()
+    packet_in(agent, col, syn("198.51.100.7", 443, "192.0.2.1", 51000, flags=0x12), "eth0", 0)
+    agent.advance(network.ACTIVITY_DELAY - 0.01)
+    assert polls(col) == 2 and events(tmp_path, "connection") == []
+    agent.advance(0.02)
+    assert polls(col) == 3
+    (found,) = events(tmp_path, "connection")  # found half a second after it opened
+    assert (found["direction"], found["remote_port"], found["pid"]) == ("out", 443, OWNER)
+    assert found["_time"] == rfc3339(opened + network.ACTIVITY_DELAY)
+    assert col.statistics()["syn-ack"] == 1
+    # that look found a connection: the next comes poll_interval later, then quiet again
+    agent.advance(5.0)
+    assert polls(col) == 4
+    agent.advance(59.0)
+    assert polls(col) == 4
+    agent.advance(1.0)
+    assert polls(col) == 5
+    # a storm of SYNs to a listener: one look per poll_interval at most
+    before = polls(col)
+    for n in range(100):
+        packet_in(agent, col, syn("198.51.100.7", 40000 + n, "192.0.2.1", 8080), "eth0", 0)
+        agent.advance(0.1)
+    assert polls(col) - before == 2  # 10 s of SYNs: at +5 s and +10 s after the last look
+    # a closed-port SYN is an attempt, not an opening: no look for it
+    agent.advance(120.0)
+    before = polls(col)
+    packet_in(agent, col, syn("198.51.100.7", 40000, "192.0.2.1", 9), "eth0", 0)
+    agent.advance(30.0)
+    assert polls(col) == before
+
+
+def test_without_announcements_the_look_is_every_poll_interval(
+    collector: Callable[..., Any],
+) -> None:
+    agent, col = collector()  # neither capture nor conntrack
+    agent.advance(60.0)
+    assert polls(col) == 13  # at 0, 5, ..., 60
+
+
+def test_conntrack_announces_only_once_it_was_heard(
+    collector: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscription alone proves nothing (without a rule that uses conntrack, the kernel
+    tracks nothing and sends nothing); its first event does."""
+
+    read_end, write_end = os.pipe()  # a descriptor that never becomes readable
+
+    class Silent:
+        def fileno(self) -> int:
+            return read_end
+
+        def close(self) -> None:
+            os.close(read_end)
+            os.close(write_end)
+
+    monkeypatch.setattr(conntrack, "subscribe", lambda: (Silent(), "0 entries tracked now"))
+    agent, col = collector(conntrack="on")
+    agent.advance(20.0)
+    assert polls(col) == 5  # every 5 s: nothing heard yet
+    col.feed_flows(flows("udp"))
+    agent.advance(5.0)  # the look after it: nothing the event had not reported
+    assert polls(col) == 6
+    agent.advance(59.0)
+    assert polls(col) == 6
+    agent.advance(1.0)
+    assert polls(col) == 7
+
+
+def test_lost_packets_bring_the_looks_back_to_every_poll_interval(
+    collector: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_end, write_end = os.pipe()  # a descriptor that never becomes readable
+
+    class Sock:
+        def fileno(self) -> int:
+            return read_end
+
+    capture = QuietCapture()
+    capture.sockets = [Sock()]
+    monkeypatch.setattr(packet, "open_capture", lambda: (capture, "a test capture"))
+    lost = {"n": 0}
+    monkeypatch.setattr(packet, "drops", lambda sock: lost.pop("n", 0))
+    try:
+        agent, col = collector(connection_attempts="on")
+        agent.advance(60.0)
+        assert polls(col) == 2  # at 0 and 60
+        lost["n"] = 7  # the socket's buffer overflowed: SYNs were lost
+        agent.advance(60.0)  # the look at 120 counts them
+        assert polls(col) == 3 and col.statistics()["packet-kernel-drops"] == 7
+        agent.advance(5.0)
+        assert polls(col) == 4  # at 125: what was lost may have opened connections
+        agent.advance(59.0)
+        assert polls(col) == 4
+        agent.advance(1.0)
+        assert polls(col) == 5  # quiet again: at 185
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 # --- describe ---------------------------------------------------------------------------
 def test_describe_names_each_source(cfg_factory: Callable[..., Any]) -> None:
     cfg = cfg_factory(collectors__network={"backend": "proc", "conntrack": "off"})
@@ -460,7 +595,8 @@ try:
             if record.type == "event":
                 self.events.append(record.payload)
 
-    section = {"poll_interval": 5.0, "backend": "auto", "report_existing": False,
+    section = {"poll_interval": 5.0, "idle_poll_interval": 60.0, "backend": "auto",
+               "report_existing": False,
                "owners": True, "max_connections": 4096, "max_listen": 1024, "proc": "/proc",
                "conntrack": "auto", "connection_attempts": "auto", "attempt_rate": 200}
     print("DESCRIBE", json.dumps(network.describe(section)))

@@ -125,18 +125,23 @@ def test_what_the_filtered_sockets_received() -> None:
     for entry in CAPTURE["filtered"]:
         data = bytes.fromhex(entry["hex"])
         assert len(data) <= packet.SNAPLEN and entry["pkttype"] == packet.PACKET_HOST
-        family, src, sport, dst, dport = packet.parse(data) or (0, b"", 0, b"", 0)
-        got.append((entry["interface"], family, inet.ntop(dst), dport))
-        assert sport >= 1024 and inet.ntop(src) in ("192.0.2.2", "2001:db8::2", "192.0.2.1")
-    assert got == [
-        ("v0", 2, "192.0.2.1", 8080),
-        ("v0", 10, "2001:db8::1", 8080),
-        ("lo", 2, "192.0.2.1", 8080),  # this namespace to itself: lo, inbound copy only
-        ("v0", 2, "192.0.2.1", 9),
-        ("v0", 10, "2001:db8::1", 23),
-        ("v0", 2, "192.0.2.1", 80),
-        ("v0", 2, "192.0.2.1", 8080),
+        family, src, sport, dst, dport, answer = packet.parse(data) or (0, b"", 0, b"", 0, 0)
+        got.append((entry["interface"], family, inet.ntop(dst), dport, answer))
+        assert inet.ntop(src) in ("192.0.2.2", "2001:db8::2", "192.0.2.1")
+        assert (sport if not answer else dport) >= 1024  # the connecting end's own port
+    assert [g for g in got if not g[4]] == [
+        ("v0", 2, "192.0.2.1", 8080, False),
+        ("v0", 10, "2001:db8::1", 8080, False),
+        ("lo", 2, "192.0.2.1", 8080, False),  # this namespace to itself: lo, inbound copy only
+        ("v0", 2, "192.0.2.1", 9, False),
+        ("v0", 10, "2001:db8::1", 23, False),
+        ("v0", 2, "192.0.2.1", 80, False),
+        ("v0", 2, "192.0.2.1", 8080, False),
     ]
+    # the one connection this namespace opened (to itself) is answered by a SYN-ACK on lo;
+    # the peer's connections are answered by SYN-ACKs this host sends: not received
+    (answer,) = [g for g in got if g[4]]
+    assert answer[:3] == ("lo", 2, "192.0.2.1") and answer[3] != 8080
 
 
 @pytest.mark.parametrize(
@@ -147,7 +152,7 @@ def test_what_the_filtered_sockets_received() -> None:
         ("IPv4 SYN with ECN (ECE, CWR)", ipv4(tcp(SYN | ECE | CWR)), True),
         ("IPv4 SYN, first fragment (MF, offset 0)", ipv4(tcp(SYN), frag=0x2000), True),
         ("IPv4 SYN, cut after the flags", ipv4(tcp(SYN))[:34], True),
-        ("IPv4 SYN+ACK", ipv4(tcp(SYN | ACK)), False),
+        ("IPv4 SYN+ACK (the answer to this host's connect)", ipv4(tcp(SYN | ACK)), True),
         ("IPv4 ACK", ipv4(tcp(ACK)), False),
         ("IPv4 RST", ipv4(tcp(RST)), False),
         ("IPv4 FIN", ipv4(tcp(FIN)), False),
@@ -155,7 +160,7 @@ def test_what_the_filtered_sockets_received() -> None:
         ("IPv4 UDP", ipv4(tcp(SYN), proto=17), False),
         ("IPv4 cut before the TCP flags", ipv4(tcp(SYN))[:33], False),
         ("IPv6 SYN", ipv6(tcp(SYN)), True),
-        ("IPv6 SYN+ACK", ipv6(tcp(SYN | ACK)), False),
+        ("IPv6 SYN+ACK", ipv6(tcp(SYN | ACK)), True),
         ("IPv6 SYN behind a hop-by-hop header", ipv6(HOP_BY_HOP + tcp(SYN), 0), False),
         ("IPv6 UDP", ipv6(tcp(SYN), 17), False),
         ("IPv6 cut before the TCP flags", ipv6(tcp(SYN))[:53], False),
@@ -172,9 +177,11 @@ def test_the_filter_on_built_packets(what: str, data: bytes, kept: bool) -> None
 
 def test_parse_gives_the_ends() -> None:
     syn = packet.parse(ipv4(tcp(SYN, 51000, 2323), options=b"\x01\x01\x01\x00"))
-    assert syn == (2, inet.pton("198.51.100.7"), 51000, inet.pton("192.0.2.1"), 2323)
+    assert syn == (2, inet.pton("198.51.100.7"), 51000, inet.pton("192.0.2.1"), 2323, False)
     syn6 = packet.parse(ipv6(tcp(SYN, 51001, 22)))
-    assert syn6 == (10, inet.pton("2001:db8::7"), 51001, inet.pton("2001:db8::1"), 22)
+    assert syn6 == (10, inet.pton("2001:db8::7"), 51001, inet.pton("2001:db8::1"), 22, False)
+    answer = packet.parse(ipv4(tcp(SYN | ACK | ECE, 443, 51002)))
+    assert answer == (2, inet.pton("198.51.100.7"), 443, inet.pton("192.0.2.1"), 51002, True)
     assert packet.parse(ipv4(tcp(SYN))[:4] + b"\x00\x00" + ipv4(tcp(SYN))[6:]) is not None
     bad_ihl = b"\x44" + ipv4(tcp(SYN))[1:]  # IHL 4: shorter than the header itself
     assert packet.parse(bad_ihl) is None  # the filter does not look: the parser does
@@ -228,20 +235,26 @@ for sock in capture.sockets:
         except BlockingIOError:
             break
         syn = packet.parse(data)
-        print(interface, kind, syn and syn[4] == 9, syn and syn[4] == server.getsockname()[1])
+        port = server.getsockname()[1]
+        print(interface, kind, syn and syn[4] == 9, syn and syn[4] == port,
+              syn and syn[5] and syn[2] == port)
 """
 
 
 def test_the_kernel_runs_the_filter(run_child: Callable[..., str]) -> None:
     """In a namespace of its own: two connections over lo (one to a listener, one
-    refused) give exactly their two SYNs, inbound copies only, and nothing else (no
-    SYN+ACK, ACK, RST or FIN)."""
+    refused) give exactly their two SYNs and the listener's SYN-ACK, inbound copies only,
+    and nothing else (no ACK, RST or FIN)."""
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs root, unshare(1) and ip(8)")
     out = run_child(LIVE.format(drop=""), "unshare", "--net")
     if out.startswith("NO"):
         pytest.skip(f"the kernel refuses a packet socket: {out}")
-    assert sorted(out.splitlines()) == ["lo 0 False True", "lo 0 True False"]
+    assert sorted(out.splitlines()) == [
+        "lo 0 False False True",  # the listener's SYN-ACK to the connecting end
+        "lo 0 False True False",  # the SYN to the listener
+        "lo 0 True False False",  # the SYN to the closed port 9 (its RST is not kept)
+    ]
 
 
 def test_packet_sockets_need_cap_net_raw(run_child: Callable[..., str]) -> None:

@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     from typing import Any
 
     from defender_agent.config import Config
+    from defender_agent.loop import Timer
     from defender_agent.plugins import Collector, Detector, Output, Plugin
     from defender_agent.state import StateStore
 
 log = _log.get(__name__)
 
-# Positions are saved this often (only when they changed), and at once after an alert:
-# a crash (kill -9, power loss) re-reads at most about this much input.
+# Positions are saved this long after something ran (only when they changed), and at once
+# after an alert: a crash (kill -9, power loss) re-reads at most about this much input.
 STATE_SAVE_INTERVAL = 1.0
 OUTPUT_RETRY_INTERVAL = 5.0
 
@@ -46,7 +47,9 @@ class Agent:
         self.store: StateStore | None = None
         self._started = self.clock.monotonic()
         self._shut = False
-        self._calls_at_save = -2  # loop.calls at the last save (none yet)
+        self._calls_at_save = -1  # plugin callbacks run at the last save (none yet)
+        self._own_calls = 0  # loop callbacks that were the agent's own upkeep
+        self._save_timer: Timer | None = None
 
     # --- plugins ------------------------------------------------------------------
     def context(self, kind: str, name: str) -> Context:
@@ -101,13 +104,20 @@ class Agent:
     def statistics(self) -> None:
         self.pipeline.emit("agent", Record("statistics", self.statistics_payload()))
 
-    def _save_if_active(self) -> None:
-        """The periodic save, skipped when nothing ran since the last one but this timer:
-        an idle agent then does not serialise its state every second (a measurable share
-        of its idle CPU on a slow core)."""
-        if self.loop.calls == self._calls_at_save + 1:
-            self._calls_at_save = self.loop.calls
-            return
+    def _active_calls(self) -> int:
+        """Callbacks that were not the agent's own upkeep (saves, output retries)."""
+        return self.loop.calls - self._own_calls
+
+    def _arm_save(self) -> None:
+        """A save STATE_SAVE_INTERVAL after something ran, armed only then: an idle agent
+        is not woken every second to find nothing to save (each wakeup is a measurable
+        share of its idle CPU on a slow core)."""
+        if self._save_timer is None and self._active_calls() != self._calls_at_save:
+            self._save_timer = self.loop.call_later(STATE_SAVE_INTERVAL, self._timed_save)
+
+    def _timed_save(self) -> None:
+        self._own_calls += 1
+        self._save_timer = None
         self.save_state()
 
     def save_state(self) -> None:
@@ -115,14 +125,16 @@ class Agent:
         must never run ahead of what outputs took (a periodic save can fire in the turn
         that read the lines, before their records left the queue; a kill -9 right after
         would lose them)."""
-        self._calls_at_save = self.loop.calls
+        self._calls_at_save = self._active_calls()
         if self.store is not None:
             self.pipeline.drain()
             self.store.save({section: plugin.save_state() for section, plugin in self._all()})
 
     def _retry_outputs(self) -> None:
+        before = self.loop.calls
         for section, output in self.pipeline.outputs:
             self.loop.call(section, output.retry)
+        self._own_calls += self.loop.calls - before + 1  # and this timer's own call
 
     # --- running ------------------------------------------------------------------
     def start(self, heartbeat_interval: float = 300.0, statistics_interval: float = 3600.0) -> None:
@@ -130,7 +142,6 @@ class Agent:
         outputs (they must take the first records), detectors and collectors."""
         self.loop.call_every(heartbeat_interval, self.heartbeat, first=0.0)
         self.loop.call_every(statistics_interval, self.statistics)
-        self.loop.call_every(STATE_SAVE_INTERVAL, self._save_if_active)
         self.loop.call_every(OUTPUT_RETRY_INTERVAL, self._retry_outputs)
         if self.pipeline.aggregator is not None:
             aggregator = self.pipeline.aggregator
@@ -149,6 +160,7 @@ class Agent:
         if self.pipeline.alerted:
             self.pipeline.alerted = False
             self.save_state()  # the incident is remembered before anything else is read
+        self._arm_save()
         if self.loop.reopen_requested:
             self.loop.reopen_requested = False
             for section, output in self.pipeline.outputs:

@@ -263,7 +263,23 @@ SCHEMA: tuple[Key, ...] = (
         "float",
         5.0,
         "Seconds between looks at the socket tables. A connection opened and closed "
-        "between two looks is seen only if one end lingers (TIME_WAIT).",
+        "between two looks is seen only if one end lingers (TIME_WAIT). While an event "
+        "source announces new connections (a SYN or SYN-ACK from connection_attempts' "
+        "capture, a conntrack event), a look follows each announcement after 0.5 s but "
+        "never sooner than this after the previous one.",
+        min=1,
+        max=3600,
+        unit="s",
+    ),
+    Key(
+        "collectors.network",
+        "idle_poll_interval",
+        "float",
+        60.0,
+        "Seconds between looks while nothing happens, when an event source announces "
+        "new TCP connections (otherwise every poll_interval): a quiet device is not "
+        "woken every poll_interval for nothing. What no event announces (a new "
+        "listener, a UDP socket) is then seen within this.",
         min=1,
         max=3600,
         unit="s",

@@ -37,6 +37,18 @@ Two event sources close the gaps between polls, each used when the kernel allows
   the host's addresses on a port nothing listens on, as a `connection-attempt` event:
   what a port scan against the device leaves, and what no socket table shows.
 
+When to look: every `poll_interval` (5 s) when nothing tells of new connections. When
+something does, a look follows each opening after ACTIVITY_DELAY (so the connection and
+its program are found while both exist), never sooner than `poll_interval` after the
+previous look, and a quiet device is looked at every `idle_poll_interval` (60 s) only:
+on a slow core a look costs ~10 ms (sock_diag walks the kernel's whole TCP hash in every
+dump), which every 5 s was most of an idle agent's CPU. The announcements are the
+capture's SYNs (inbound connections, listening port or not) and SYN-ACKs (the answer to
+an outbound connect()), and conntrack's NEW events once any has come (before that, no
+firewall rule may be making the kernel track anything). A look that finds a connection
+no announcement led to (a UDP socket, a SYN the capture lost), or a source that lost
+events, keeps the next one at `poll_interval`.
+
 Both must know which addresses are the host's (linux/ifaddr.py: forwarded traffic is
 not the host's) and which ports listen: the last poll's listeners, and for a port not
 listening then one fresh sock_diag dump of listeners at most once a second, so a
@@ -79,6 +91,7 @@ MAX_PER_TURN = 256  # conntrack messages or packets read per loop turn; the rest
 MAX_LOOKUPS_PER_TURN = 64  # sock_diag lookups of conntrack flows' sockets per loop turn
 OWNER_SCAN_GAP = 0.25  # seconds between owner scans for conntrack flows
 FRESH_CHECK = 1.0  # seconds between fresh looks at listeners, and at the host's addresses
+ACTIVITY_DELAY = 0.5  # seconds from an announced opening to the look that finds it
 MAX_RECENT_ATTEMPTS = 1024  # (remote, local) pairs whose SYN was reported lately
 REPEAT_WINDOW = 60.0  # seconds a repeated SYN (a retransmission) is one attempt
 MAX_INTERFACES = 256  # interface name -> index
@@ -175,6 +188,7 @@ class NetworkCollector:
     def __init__(self, ctx: Context, section: dict[str, Any]) -> None:
         self.ctx = ctx
         self.interval = float(section["poll_interval"])
+        self.idle_interval = max(self.interval, float(section["idle_poll_interval"]))
         self.backend = str(section["backend"])
         self.report_existing = bool(section["report_existing"])
         self.find_owners = bool(section["owners"])
@@ -192,6 +206,9 @@ class NetworkCollector:
         self._first = True
         self._dropped_listen = False  # this look had more listeners than max_listen
         self._timer: Timer | None = None
+        self._polled = float("-inf")  # monotonic time of the last look
+        self._busy = True  # the last look found what no announcement led to, or events were lost
+        self._ct_heard = False  # a conntrack event came: the kernel tracks connections here
         # the event sources
         self.conntrack_words = "off (conntrack = off)"
         self.attempts_words = "off (connection_attempts = off)"
@@ -216,11 +233,12 @@ class NetworkCollector:
             self._start_conntrack()
         if self.attempts != "off":
             self._start_attempts()
-        self._timer = self.ctx.call_every(self.interval, self.poll, first=0.0)
+        self._timer = self.ctx.call_later(0.0, self._timed_poll)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self._ct is not None:
             self.ctx.remove_reader(self._ct.fileno())
             self._ct.close()
@@ -243,9 +261,40 @@ class NetworkCollector:
     def _count(self, reason: str, n: int = 1) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + n
 
+    # --- when to look ---------------------------------------------------------------
+    def _timed_poll(self) -> None:
+        self._timer = None
+        self.poll()
+        self._count("polls")
+        announced = self._capture is not None or (self._ct is not None and self._ct_heard)
+        quiet = announced and not self._busy
+        if quiet:
+            self._count("idle-polls-next")
+        self._timer = self.ctx.call_later(
+            self.idle_interval if quiet else self.interval, self._timed_poll
+        )
+
+    def _announced(self) -> None:
+        """A connection opened (a SYN, a SYN-ACK, a conntrack flow): bring the next look
+        forward to ACTIVITY_DELAY from now, but not closer than poll_interval to the last."""
+        timer = self._timer
+        if timer is None:
+            return
+        now = self.ctx.clock.monotonic()
+        at = max(now + ACTIVITY_DELAY, self._polled + self.interval)
+        if at < timer.deadline:
+            timer.cancel()
+            self._timer = self.ctx.call_later(at - now, self._timed_poll)
+
+    def _lost_events(self) -> None:
+        """A source lost events: the next looks come every poll_interval again."""
+        self._busy = True
+        self._announced()
+
     # --- one look -------------------------------------------------------------------
     def poll(self) -> None:
         now = self.ctx.clock.time()
+        self._polled = self.ctx.clock.monotonic()
         tables = [self._read(index) for index in range(len(TABLES))]
         cut = {TABLES[i][2] for i, table in enumerate(tables) if table and not table[2]}
         # protocols whose listeners this look did not all see: their direction is unknown
@@ -258,6 +307,7 @@ class NetworkCollector:
         for key, state, uid, inode, _index, source in report:
             payload = self._connection(key, state, uid, inode, source, listening, blind)
             self.ctx.emit(Record("event", payload, now))
+        self._busy = bool(report) and not self._first
         self._snapshot(listen, new_listen, bool(cut) or self._dropped_listen, now)
         self._known = known
         self._ended = {key for key in self._ended if key in known}
@@ -462,6 +512,7 @@ class NetworkCollector:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 self._count("conntrack-overrun")  # the kernel dropped events for us
+                self._lost_events()
                 continue
             flows.extend(conntrack.parse(data, self.counts))
         else:
@@ -475,6 +526,7 @@ class NetworkCollector:
         lookups = MAX_LOOKUPS_PER_TURN
         for flow in flows:
             self._count("conntrack-new" if flow.new else "conntrack-destroy")
+            self._ct_heard = True
             if flow.protocol not in (TCP, UDP):
                 self._count("conntrack-other-protocol")
                 continue
@@ -600,6 +652,7 @@ class NetworkCollector:
         lost = sum(packet.drops(sock) for sock in self._capture.sockets)
         if lost:
             self._count("packet-kernel-drops", lost)  # the sockets' buffers were full
+            self._busy = True
 
     def _reader(self, sock: Any) -> Callable[[], None]:
         return lambda: self._on_packets(sock)
@@ -627,13 +680,18 @@ class NetworkCollector:
         if syn is None:
             self._count("packet-malformed")
             return
-        _family, source, sport, destination, dport = syn
+        _family, source, sport, destination, dport, answer = syn
         source, destination = _canonical(source), _canonical(destination)
         if not self._is_local(destination):
             self._count("attempt-not-local")  # routed through the host
             return
+        if answer:
+            self._count("syn-ack")  # an outbound connection of this host is answered
+            self._announced()
+            return
         if self._is_listening(TCP, dport, destination):
             self._count("syn-to-listener")
+            self._announced()
             return
         if self._repeated(_KEY.pack(TCP, dport, sport) + destination + source):
             self._count("attempt-repeated")  # a retransmitted SYN: the same attempt
@@ -857,7 +915,9 @@ def describe(section: dict[str, Any]) -> list[str]:
     _sources, words = choose_sources(str(section["backend"]))
     first = "reported" if section["report_existing"] else "a silent baseline"
     lines = [
-        f"backend: {words}; every {section['poll_interval']:g} s",
+        f"backend: {words}; every {section['poll_interval']:g} s, every "
+        f"{max(section['poll_interval'], section['idle_poll_interval']):g} s while quiet "
+        "when SYN capture or conntrack announces new connections",
         f"connections open at start: {first}; a listen snapshot at start and on change",
     ]
     caps = _effective_capabilities(str(section["proc"]))

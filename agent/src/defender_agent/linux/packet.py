@@ -1,11 +1,13 @@
-"""Inbound TCP SYNs, from packet sockets with a classic BPF filter: connection attempts.
+"""Inbound TCP SYNs and SYN-ACKs, from packet sockets with a classic BPF filter.
 
 A socket table shows connections that exist; a SYN to a closed port never makes one
 (the kernel answers RST and forgets it), so a port scan against the device leaves no
 trace there. Two AF_PACKET sockets, one per protocol (ETH_P_IP, ETH_P_IPV6), receive
 every inbound IPv4 and IPv6 packet of every interface; a filter in the kernel keeps only
-TCP segments with SYN set and ACK clear, cut to their first SNAPLEN bytes, so the agent
-is woken for connection openings alone. Sockets bound to one protocol, not ETH_P_ALL:
+TCP segments with SYN set, cut to their first SNAPLEN bytes, so the agent is woken for
+connection openings alone: a SYN (ACK clear) opens a connection to this host, a SYN-ACK
+answers one this host opened (the outbound SYN itself is a packet the host sends, which
+these sockets do not get). Sockets bound to one protocol, not ETH_P_ALL:
 the kernel hands packets it sends only to ETH_P_ALL taps, and cloning every outgoing
 packet for a tap would cost the whole device. SOCK_DGRAM ("cooked") sockets: the kernel
 strips the link-layer header, so the filter sees the IP header at offset 0 on every
@@ -19,8 +21,8 @@ CONFIG_PACKET.
 
 The filter (struct sock_filter: u16 code, u8 jt, u8 jf, u32 k, <linux/filter.h>):
 IPv4: protocol (byte 9) is 6, fragment offset (bytes 6-7 & 0x1fff) is 0, and the TCP
-header, found at 4 * IHL (BPF_LDX|BPF_B|BPF_MSH), has flags & (SYN|ACK) == SYN.
-IPv6: next header (byte 6) is 6 and the TCP flags at 40 + 13 say SYN without ACK;
+header, found at 4 * IHL (BPF_LDX|BPF_B|BPF_MSH), has SYN set in its flags.
+IPv6: next header (byte 6) is 6 and the TCP flags at 40 + 13 have SYN set;
 extension headers are not followed (a SYN behind a hop-by-hop or routing header is not
 seen: the filter would need a loop, which classic BPF has not). Everything else
 returns 0: not queued, not copied. The same checks are made again in Python: the filter
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     Instruction = tuple[int, int, int, int]  # code, jt, jf, k
-    Syn = tuple[int, bytes, int, bytes, int]  # family, source, port, destination, port
+    # family, source, port, destination, port, and whether it is a SYN-ACK (an answer)
+    Syn = tuple[int, bytes, int, bytes, int, bool]
 
 AF_PACKET = 17
 SOCK_DGRAM = 2
@@ -106,14 +109,12 @@ PROGRAM: list[Instruction] = _assemble(
         (BPF_JMP | BPF_JSET | BPF_K, 0x1FFF, "drop", None),  # not the first fragment
         (BPF_LDX | BPF_B | BPF_MSH, 0),  # X = 4 * IHL: the TCP header
         (BPF_LD | BPF_B | BPF_IND, 13),  # TCP flags
-        (BPF_ALU | BPF_AND | BPF_K, TCP_SYN | TCP_ACK),
-        (BPF_JMP | BPF_JEQ | BPF_K, TCP_SYN, "keep", "drop"),
+        (BPF_JMP | BPF_JSET | BPF_K, TCP_SYN, "keep", "drop"),
         ("ipv6",),
         (BPF_LD | BPF_B | BPF_ABS, 6),  # next header
         (BPF_JMP | BPF_JEQ | BPF_K, 6, None, "drop"),
         (BPF_LD | BPF_B | BPF_ABS, 40 + 13),  # TCP flags after the fixed header
-        (BPF_ALU | BPF_AND | BPF_K, TCP_SYN | TCP_ACK),
-        (BPF_JMP | BPF_JEQ | BPF_K, TCP_SYN, "keep", "drop"),
+        (BPF_JMP | BPF_JSET | BPF_K, TCP_SYN, "keep", "drop"),
         ("keep",),
         (BPF_RET | BPF_K, SNAPLEN),
         ("drop",),
@@ -128,9 +129,9 @@ def program_bytes(program: list[Instruction] = PROGRAM) -> bytes:
 
 
 def parse(data: bytes) -> Syn | None:
-    """(family, source, source port, destination, destination port) of a TCP SYN without
-    ACK at the start of `data` (an IP packet, maybe cut at SNAPLEN); None for anything
-    else."""
+    """(family, source, source port, destination, destination port, SYN-ACK) of a TCP
+    segment with SYN set at the start of `data` (an IP packet, maybe cut at SNAPLEN);
+    None for anything else."""
     if len(data) < 20:
         return None
     version = data[0] >> 4
@@ -152,10 +153,10 @@ def parse(data: bytes) -> Syn | None:
         family = AF_INET6
     else:
         return None
-    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN:
+    if not flags & TCP_SYN:
         return None
     sport, dport = _PORTS.unpack_from(data, header)
-    return family, source, sport, destination, dport
+    return family, source, sport, destination, dport, bool(flags & TCP_ACK)
 
 
 class StepError(OSError):
