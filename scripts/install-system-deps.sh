@@ -15,6 +15,8 @@ zstd
 openssh-client
 systemd-journal-remote
 mosquitto
+rsyslog
+rsyslog-gnutls
 shellcheck
 nftables
 "

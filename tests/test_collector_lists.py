@@ -2,7 +2,9 @@
 
 The recipe is read as text (no bitbake needed): its DEFENDER_COLLECTORS list, its
 PACKAGECONFIG flags and its default PACKAGECONFIG must all be the registry's
-ALL_COLLECTORS. The installer must accept exactly those names.
+ALL_COLLECTORS. The installer must accept exactly those names. The optional outputs
+(OPTIONAL_OUTPUTS) are selected the same way: DEFENDER_OUTPUTS, one flag each,
+`--outputs`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from defender_agent.collectors import ALL_COLLECTORS
-from defender_installer.agent_source import load_agent_source, select_collectors
+from defender_agent.outputs import ALL_OUTPUTS, OPTIONAL_OUTPUTS
+from defender_installer.agent_source import load_agent_source, select_collectors, select_outputs
 from defender_installer.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,17 +51,24 @@ def test_recipe_collector_list_is_the_registry() -> None:
     assert tuple(assignment("DEFENDER_COLLECTORS", text).split()) == ALL_COLLECTORS
 
 
-def test_recipe_has_one_packageconfig_flag_per_collector() -> None:
+def test_recipe_output_list_is_the_registry() -> None:
+    assert OPTIONAL_OUTPUTS == ("syslog",) and set(OPTIONAL_OUTPUTS) <= set(ALL_OUTPUTS)
+    assert tuple(assignment("DEFENDER_OUTPUTS", recipe_text()).split()) == OPTIONAL_OUTPUTS
+
+
+def test_recipe_has_one_packageconfig_flag_per_collector_and_output() -> None:
     flags = packageconfig_flags(recipe_text())
-    assert tuple(sorted(flags)) == tuple(sorted(ALL_COLLECTORS))
+    assert tuple(sorted(flags)) == tuple(sorted(ALL_COLLECTORS + OPTIONAL_OUTPUTS))
     for name, fields in flags.items():
         assert len(fields) <= 6, f"PACKAGECONFIG[{name}] has too many fields"
         rdepends = fields[3].split() if len(fields) > 3 else []
         assert all(dep.startswith("python3-") for dep in rdepends), (name, rdepends)
 
 
-def test_recipe_enables_every_collector_by_default() -> None:
-    assert assignment("PACKAGECONFIG", recipe_text()) == "${DEFENDER_COLLECTORS}"
+def test_recipe_enables_every_collector_and_output_by_default() -> None:
+    assert (
+        assignment("PACKAGECONFIG", recipe_text()) == "${DEFENDER_COLLECTORS} ${DEFENDER_OUTPUTS}"
+    )
 
 
 def test_installer_accepts_exactly_the_registry() -> None:
@@ -70,6 +80,8 @@ def test_installer_accepts_exactly_the_registry() -> None:
     )
     with pytest.raises(UserError):
         select_collectors("no-such-collector", source.collectors)
+    assert source.outputs == OPTIONAL_OUTPUTS
+    assert select_outputs(None, source.outputs) == OPTIONAL_OUTPUTS
 
 
 def test_every_collector_has_its_module() -> None:
@@ -109,22 +121,30 @@ def test_license_checksum_matches_the_license() -> None:
     assert hashlib.md5((REPO / "LICENSE").read_bytes()).hexdigest() == md5.group(1)
 
 
-def run_collector_pruning(tmp_path: Path, packageconfig: str) -> set[str]:
-    """Run the recipe's own do_install pruning loop on a copy of the installed package."""
+def run_collector_pruning(
+    tmp_path: Path, packageconfig: str, kind: str = "collectors", core: tuple[str, ...] = ()
+) -> set[str]:
+    """Run the recipe's own do_install pruning loop on a copy of the installed package
+    (`core`: modules of the kind that are always there)."""
+    names = ALL_COLLECTORS if kind == "collectors" else OPTIONAL_OUTPUTS
+    variable, word = {
+        "collectors": ("DEFENDER_COLLECTORS", "collector"),
+        "outputs": ("DEFENDER_OUTPUTS", "output"),
+    }[kind]
     loop = re.search(
-        r"^    for collector in \$\{DEFENDER_COLLECTORS\}; do\n.*?^    done\n",
+        rf"^    for {word} in \$\{{{variable}\}}; do\n.*?^    done\n",
         INC.read_text(encoding="utf-8"),
         re.M | re.S,
     )
-    assert loop, f"{INC}: do_install has no collector pruning loop"
+    assert loop, f"{INC}: do_install has no {word} pruning loop"
     site = "/usr/lib/python3.12/site-packages"
-    collectors = tmp_path / site.lstrip("/") / "defender_agent" / "collectors"
+    collectors = tmp_path / site.lstrip("/") / "defender_agent" / kind
     (collectors / "__pycache__").mkdir(parents=True)
-    for name in ("__init__", *ALL_COLLECTORS):
+    for name in ("__init__", *core, *names):
         (collectors / f"{name}.py").write_text("", encoding="utf-8")
         (collectors / "__pycache__" / f"{name}.cpython-312.pyc").write_bytes(b"")
     values = {
-        "DEFENDER_COLLECTORS": " ".join(ALL_COLLECTORS),
+        variable: " ".join(names),
         "PACKAGECONFIG": packageconfig,
         "D": str(tmp_path),
         "PYTHON_SITEPACKAGES_DIR": site,
@@ -153,3 +173,10 @@ def test_do_install_keeps_only_selected_collectors(tmp_path: Path, selected: tup
     for name in selected:
         expected |= {f"{name}.py", f"__pycache__/{name}.cpython-312.pyc"}
     assert left == expected
+
+
+@pytest.mark.parametrize("packageconfig", ["login", "login syslog", "syslog network"])
+def test_do_install_keeps_syslog_only_when_selected(tmp_path: Path, packageconfig: str) -> None:
+    left = run_collector_pruning(tmp_path, packageconfig, "outputs", ("file", "stdout"))
+    kept = {"__init__", "file", "stdout"} | ({"syslog"} & set(packageconfig.split()))
+    assert left == {f"{n}.py" for n in kept} | {f"__pycache__/{n}.cpython-312.pyc" for n in kept}

@@ -49,8 +49,8 @@ def full_deb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def login_deb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """A source-customized package with only the login collector."""
-    return build_deb(tmp_path_factory.mktemp("login"), "--collectors", "login")
+    """A source-customized package with only the login collector and no optional output."""
+    return build_deb(tmp_path_factory.mktemp("login"), "--collectors", "login", "--outputs", "none")
 
 
 def _dpkg_deb(*args: str) -> str:

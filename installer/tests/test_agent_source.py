@@ -15,6 +15,7 @@ from defender_installer.agent_source import (
     package_files,
     read_collectors,
     select_collectors,
+    select_outputs,
 )
 from defender_installer.errors import UserError
 
@@ -105,6 +106,32 @@ def test_selection_follows_registry_order_and_dedupes() -> None:
         select_collectors("x,login,y", available)
     with pytest.raises(UserError, match="empty name"):
         select_collectors("", available)
+
+
+def test_output_selection_defaults_to_all_and_takes_none() -> None:
+    assert select_outputs(None, ("syslog",)) == ("syslog",)
+    assert select_outputs("none", ("syslog",)) == ()
+    with pytest.raises(UserError, match="--outputs: unknown output 'mqtt'; valid: syslog"):
+        select_outputs("mqtt", ("syslog",))
+
+
+def test_unselected_optional_outputs_are_left_out(fake_agent: MakeAgent) -> None:
+    root = fake_agent()
+    outputs = root / "src/defender_agent/outputs"
+    outputs.mkdir()
+    (outputs / "__init__.py").write_text(
+        'ALL_OUTPUTS = ("file", "syslog")\nOPTIONAL_OUTPUTS = ("syslog",)\n'
+    )
+    (outputs / "file.py").write_text("")
+    (outputs / "syslog.py").write_text("")
+    source = load_agent_source(root)
+    assert source.outputs == ("syslog",)
+    without = {str(r) for _, r in package_files(source, ("login",), ())}
+    assert "outputs/file.py" in without and "outputs/syslog.py" not in without
+    assert "outputs/syslog.py" in {str(r) for _, r in package_files(source, ("login",))}
+    (outputs / "syslog.py").unlink()
+    with pytest.raises(UserError, match="output 'syslog' is registered"):
+        load_agent_source(root)
 
 
 def test_core_plus_selected_collectors_only(fake_agent: MakeAgent) -> None:

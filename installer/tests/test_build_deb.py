@@ -64,6 +64,7 @@ def test_full_package_has_every_module_and_the_service_files(
     assert listing["./etc/defender-agent/agent.toml"] == "-rw-r--r--"
     assert listing["./var/lib/defender-agent"] == "drwxr-x---"
     assert full_deb["collectors"] == list(_registered(repo))
+    assert full_deb["outputs"] == ["syslog"] and "outputs/syslog.py" in packaged
     # the collectors that need more than the base unit bring their drop-ins
     dropins = sorted(p.rsplit("/", 1)[1] for p in listing if "/defender-agent.service.d/" in p)
     assert dropins == ["network.conf", "process.conf"]
@@ -76,7 +77,9 @@ def test_collector_selection_leaves_the_others_out(
     packaged = {path.removeprefix(LIB) for path in listing if path.startswith(LIB + "")}
     assert "collectors/login.py" in packaged
     others = {f"collectors/{name}.py" for name in _registered(repo) if name != "login"}
+    others.add("outputs/syslog.py")  # --outputs none: the optional outputs are left out too
     assert not others & packaged
+    assert {"outputs/file.py", "outputs/stdout.py"} <= packaged
     # Everything else (the core) is still there.
     assert _source_modules(repo, skip=others) <= packaged
     assert login_deb["collectors"] == ["login"]
@@ -85,6 +88,7 @@ def test_collector_selection_leaves_the_others_out(
     dpkg_deb("-x", str(login_deb["path"]), str(tmp_path))
     info = json.loads((tmp_path / "usr/lib/defender-agent/BUILD-INFO.json").read_text())
     assert info["collectors"] == ["login"]
+    assert info["outputs"] == []
     assert info["version"] == VERSION
     assert info["format"] == "deb"
 

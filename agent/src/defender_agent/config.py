@@ -210,6 +210,12 @@ def validate(
             )
     if not values["agent"]["state_dir"]:
         raise ConfigError(f"{path}: agent.state_dir: must not be empty")
+    syslog = values["outputs.syslog"]
+    if syslog["transport"] != "unix" and (not syslog["address"] or "/" in syslog["address"]):
+        raise ConfigError(
+            f"{path}: outputs.syslog.address: transport {syslog['transport']} needs the "
+            f"collector's address or host name, got {_show(syslog['address'])}"
+        )
     if not values["outputs.file"]["path"]:
         values["outputs.file"]["path"] = os.path.join(values["agent"]["state_dir"], "events.jsonl")
     return Config(values, path, from_file)

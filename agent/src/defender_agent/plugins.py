@@ -145,6 +145,11 @@ class Context:
         self._loop = loop
         self._pipeline = pipeline
 
+    @property
+    def device_id(self) -> str:
+        """The device id every record carries (outputs that write their own form)."""
+        return self._pipeline.device_id
+
     def emit(self, record: Record) -> bool:
         """Queue a record; False (and counted as dropped) when the queue is full."""
         return self._pipeline.emit(self.section, record)

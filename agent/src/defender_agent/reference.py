@@ -71,7 +71,7 @@ def render_markdown() -> str:
         "",
         "Plugin `enabled` keys (collectors, detectors, outputs) have three states: unset = on",
         "when the plugin is in this build; `false` = off; `true` = on, and an error on a",
-        "build without it. (`outputs.stdout` is off unless set.)",
+        "build without it. (`outputs.stdout` and `outputs.syslog` are off unless set.)",
     ]
     for section in SECTIONS:
         out += [

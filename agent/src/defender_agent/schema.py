@@ -59,6 +59,35 @@ def _priority(section: str, event: str, identity: str) -> Key:
     )
 
 
+def _format(section: str) -> Key:
+    """The `format` key of an output: the records' own JSON or Elastic Common Schema."""
+    return Key(
+        section,
+        "format",
+        "enum",
+        "defender",
+        "Record form: defender (the defender/1 JSON of docs/events.md) or ecs (Elastic "
+        "Common Schema field names, for Filebeat, Fluent Bit, Vector or Logstash).",
+        choices=("defender", "ecs"),
+    )
+
+
+SYSLOG_FACILITIES = (
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    *(f"local{n}" for n in range(8)),
+)
+
 SCHEMA: tuple[Key, ...] = (
     Key(
         "agent",
@@ -527,6 +556,7 @@ SCHEMA: tuple[Key, ...] = (
         min=0,
         max=20,
     ),
+    _format("outputs.file"),
     Key(
         "outputs.stdout",
         "enabled",
@@ -534,6 +564,134 @@ SCHEMA: tuple[Key, ...] = (
         False,
         "Also write records to standard output (`run --stdout` turns it on).",
     ),
+    _format("outputs.stdout"),
+    Key(
+        "outputs.syslog",
+        "enabled",
+        "bool",
+        False,
+        "Send records as syslog messages (docs/outputs.md); off unless set, like every "
+        "output that sends data off the agent.",
+    ),
+    Key(
+        "outputs.syslog",
+        "transport",
+        "enum",
+        "unix",
+        "unix (datagrams to the local socket at `address`), udp, tcp (RFC 6587 octet "
+        "counting) or tls (RFC 5425) to the collector at `address`:`port`.",
+        choices=("unix", "udp", "tcp", "tls"),
+    ),
+    Key(
+        "outputs.syslog",
+        "address",
+        "str",
+        "/dev/log",
+        "The local socket (unix), else the collector's address or host name (a name is "
+        "resolved at each connection attempt, which waits for DNS: prefer an address).",
+    ),
+    Key(
+        "outputs.syslog",
+        "port",
+        "int",
+        0,
+        "The collector's port; 0 = 514 for udp and tcp, 6514 for tls.",
+        min=0,
+        max=65535,
+    ),
+    Key(
+        "outputs.syslog",
+        "message_format",
+        "enum",
+        "auto",
+        "rfc5424 (header, structured data, MSG) or rfc3164 (`<PRI>Mmm dd hh:mm:ss "
+        "defender-agent[pid]: MSG`, as syslog(3) writes it, without structured data); "
+        "auto = rfc3164 on the unix socket (what journald and busybox syslogd parse), "
+        "rfc5424 over the network.",
+        choices=("auto", "rfc5424", "rfc3164"),
+    ),
+    Key(
+        "outputs.syslog",
+        "facility",
+        "enum",
+        "daemon",
+        "Syslog facility of every message (auth and authpriv land in the auth log the "
+        "login collector may read).",
+        choices=SYSLOG_FACILITIES,
+    ),
+    Key(
+        "outputs.syslog",
+        "enterprise_id",
+        "int",
+        32473,
+        "The number after `defender@` in the structured data's SD-ID: your organisation's "
+        "IANA Private Enterprise Number; the default is RFC 5612's documentation number.",
+        min=1,
+        max=2147483647,
+    ),
+    _format("outputs.syslog"),
+    Key(
+        "outputs.syslog",
+        "alerts_only",
+        "bool",
+        False,
+        "Send only alerts, not events, heartbeats and statistics.",
+    ),
+    Key(
+        "outputs.syslog",
+        "max_message",
+        "int",
+        8192,
+        "Bytes of one message at most (RFC 5425 receivers take 8192; rsyslog's default "
+        "maxMessageSize is 8 KiB); a longer MSG is cut and counted as truncated.",
+        min=480,
+        max=65000,
+        unit="bytes",
+    ),
+    Key(
+        "outputs.syslog",
+        "queue_max",
+        "int",
+        1000,
+        "Records kept while the collector cannot be reached; the oldest is dropped (and "
+        "counted) beyond this or `queue_bytes`.",
+        min=1,
+        max=1000000,
+    ),
+    Key(
+        "outputs.syslog",
+        "queue_bytes",
+        "int",
+        1048576,
+        "Bytes of messages kept while the collector cannot be reached.",
+        min=65536,
+        max=1 << 30,
+        unit="bytes",
+    ),
+    Key(
+        "outputs.syslog",
+        "tls_ca",
+        "str",
+        "",
+        "tls: PEM file of the CAs that sign the collector's certificate; empty = the "
+        "system's store. The certificate must name `tls_server_name`.",
+    ),
+    Key(
+        "outputs.syslog",
+        "tls_server_name",
+        "str",
+        "",
+        "tls: the name the collector's certificate must carry; empty = `address`.",
+    ),
+    Key(
+        "outputs.syslog",
+        "tls_cert",
+        "str",
+        "",
+        "tls: PEM file of the agent's client certificate (and its key, unless `tls_key`); "
+        "empty = none.",
+    ),
+    Key("outputs.syslog", "tls_key", "str", "", "tls: PEM file of the client certificate's key."),
 )
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.section for k in SCHEMA))

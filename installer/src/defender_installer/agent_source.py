@@ -18,6 +18,7 @@ from defender_installer.errors import UserError
 
 PACKAGE = "defender_agent"
 REGISTRY = PurePosixPath("collectors/__init__.py")
+OUTPUT_REGISTRY = PurePosixPath("outputs/__init__.py")
 PACKAGING_FILES = ("defender-agent", "defender-agent.service", "defender-agent.init", "agent.toml")
 
 _COLLECTOR_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -33,6 +34,7 @@ class AgentSource:
     root: Path
     version: str
     collectors: tuple[str, ...]
+    outputs: tuple[str, ...] = ()  # the outputs a build may leave out (OPTIONAL_OUTPUTS)
 
     @property
     def package_dir(self) -> Path:
@@ -100,17 +102,30 @@ def _assigned(path: Path, name: str, what: str) -> ast.expr | None:
 
 def read_collectors(registry: Path) -> tuple[str, ...]:
     """`ALL_COLLECTORS` from the agent's registry module, read without importing it."""
-    node = _assigned(registry, "ALL_COLLECTORS", "collector registry")
-    if node is None:
+    names = read_names(registry, "ALL_COLLECTORS", "collector")
+    if names is None:
         raise UserError(f"{registry}: ALL_COLLECTORS not defined")
+    return names
+
+
+def read_optional_outputs(registry: Path) -> tuple[str, ...]:
+    """`OPTIONAL_OUTPUTS` of the output registry; none in an agent that predates it."""
+    return read_names(registry, "OPTIONAL_OUTPUTS", "output") or ()
+
+
+def read_names(registry: Path, name: str, kind: str) -> tuple[str, ...] | None:
+    """The literal tuple of plugin names assigned to NAME in REGISTRY, never imported."""
+    node = _assigned(registry, name, f"{kind} registry")
+    if node is None:
+        return None
     try:
         value = ast.literal_eval(node)
     except ValueError as exc:
-        raise UserError(f"{registry}: ALL_COLLECTORS must be a literal tuple") from exc
+        raise UserError(f"{registry}: {name} must be a literal tuple") from exc
     if not isinstance(value, (tuple, list)) or not all(
-        isinstance(name, str) and _COLLECTOR_NAME.match(name) for name in value
+        isinstance(item, str) and _COLLECTOR_NAME.match(item) for item in value
     ):
-        raise UserError(f"{registry}: ALL_COLLECTORS must be a tuple of lower-case collector names")
+        raise UserError(f"{registry}: {name} must be a tuple of lower-case {kind} names")
     return tuple(value)
 
 
@@ -170,31 +185,55 @@ def load_agent_source(root: Path) -> AgentSource:
     """Read what the installer needs from an agent checkout and check it is complete."""
     package_dir = root / "src" / PACKAGE
     collectors = read_collectors(package_dir / REGISTRY)
-    for name in collectors:
-        if not (package_dir / "collectors" / f"{name}.py").is_file():
-            raise UserError(
-                f"{package_dir / REGISTRY}: collector {name!r} is registered "
-                f"but collectors/{name}.py is missing"
-            )
+    _check_modules(package_dir, REGISTRY, collectors)
+    outputs: tuple[str, ...] = ()
+    if (package_dir / OUTPUT_REGISTRY).is_file():
+        outputs = read_optional_outputs(package_dir / OUTPUT_REGISTRY)
+        _check_modules(package_dir, OUTPUT_REGISTRY, outputs)
     for name in PACKAGING_FILES:
         if not (root / "packaging" / name).is_file():
             raise UserError(f"{root / 'packaging'}: {name} is missing from the agent checkout")
-    return AgentSource(root=root, version=read_version(root), collectors=collectors)
+    return AgentSource(
+        root=root, version=read_version(root), collectors=collectors, outputs=outputs
+    )
+
+
+def _check_modules(package_dir: Path, registry: PurePosixPath, names: tuple[str, ...]) -> None:
+    """Every name a registry lists has its module beside the registry."""
+    directory = registry.parent.as_posix()
+    for name in names:
+        if not (package_dir / directory / f"{name}.py").is_file():
+            raise UserError(
+                f"{package_dir / registry}: {directory.rstrip('s')} {name!r} is registered "
+                f"but {directory}/{name}.py is missing"
+            )
 
 
 def select_collectors(requested: str | None, available: tuple[str, ...]) -> tuple[str, ...]:
     """Parse `--collectors a,b`: default all; registry order, so the order typed does not matter."""
+    return _select("collector", requested, available)
+
+
+def select_outputs(requested: str | None, available: tuple[str, ...]) -> tuple[str, ...]:
+    """Parse `--outputs a,b` (the optional outputs; `none` for none): default all."""
+    if requested is not None and requested.strip() == "none":
+        return ()
+    return _select("output", requested, available)
+
+
+def _select(kind: str, requested: str | None, available: tuple[str, ...]) -> tuple[str, ...]:
     if requested is None:
         return available
+    option = f"--{kind}s"
     names = [name.strip() for name in requested.split(",")]
     if any(not name for name in names):
         raise UserError(
-            f"--collectors {requested!r}: empty name in list; choose from: {', '.join(available)}"
+            f"{option} {requested!r}: empty name in list; choose from: {', '.join(available)}"
         )
     unknown = [name for name in names if name not in available]
     if unknown:
         raise UserError(
-            f"--collectors: unknown collector {', '.join(map(repr, unknown))}; "
+            f"{option}: unknown {kind} {', '.join(map(repr, unknown))}; "
             f"valid: {', '.join(available)}"
         )
     return tuple(name for name in available if name in names)
@@ -211,18 +250,25 @@ def _is_packaged(relative: PurePosixPath, dropped: set[PurePosixPath]) -> bool:
 
 
 def package_files(
-    source: AgentSource, collectors: Iterable[str]
+    source: AgentSource, collectors: Iterable[str], outputs: Iterable[str] | None = None
 ) -> list[tuple[Path, PurePosixPath]]:
-    """(source file, path inside defender_agent/) for the core plus the selected collectors.
+    """(source file, path inside defender_agent/) for the core plus the selected collectors
+    and optional outputs (outputs None: all of them).
 
     Core is everything in the package except `collectors/<name>.py` of unselected
-    collectors; bytecode, tests and editor droppings never ship.
+    collectors and `outputs/<name>.py` of unselected optional outputs; bytecode, tests
+    and editor droppings never ship.
     """
     selected = set(collectors)
+    kept_outputs = set(source.outputs if outputs is None else outputs)
     dropped = {
         PurePosixPath("collectors", f"{name}.py")
         for name in source.collectors
         if name not in selected
+    } | {
+        PurePosixPath("outputs", f"{name}.py")
+        for name in source.outputs
+        if name not in kept_outputs
     }
     files: list[tuple[Path, PurePosixPath]] = []
     for directory, subdirs, filenames in os.walk(source.package_dir):

@@ -1,6 +1,6 @@
 """`defender-installer build`: make an agent package with only the chosen collectors.
 
-The package holds the agent core plus the selected collector modules, the
+The package holds the agent core plus the selected collector and optional output modules, the
 launcher, the systemd unit, the sysvinit script and the default configuration
 (a conffile), laid out as described in layout.py. nfpm does the packaging from
 a configuration rendered from templates/nfpm.yaml.j2.
@@ -28,6 +28,7 @@ from defender_installer.agent_source import (
     locate_agent_source,
     package_files,
     select_collectors,
+    select_outputs,
 )
 from defender_installer.errors import UserError
 from defender_installer.formats import PackageFormat, get_format
@@ -56,6 +57,7 @@ class BuildResult:
     collectors: tuple[str, ...]
     size: int
     sha256: str
+    outputs: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class BuildResult:
             "path": str(self.path),
             "version": self.version,
             "collectors": list(self.collectors),
+            "outputs": list(self.outputs),
             "size": self.size,
             "sha256": self.sha256,
         }
@@ -107,6 +110,7 @@ def _stage(
     version: str,
     build_time: float,
     stage: Path,
+    outputs: tuple[str, ...] | None = None,
 ) -> list[ContentItem]:
     """Copy everything the package ships into `stage` and say where each file goes."""
     items: list[ContentItem] = []
@@ -117,7 +121,8 @@ def _stage(
         shutil.copyfile(src, staged)
         items.append(ContentItem(dst=dst, src=str(staged), mode=mode, type=kind))
 
-    for src, relative in package_files(source, collectors):
+    outputs = source.outputs if outputs is None else outputs
+    for src, relative in package_files(source, collectors, outputs):
         add(src, f"{layout.PYTHON_PACKAGE_DIR}/{relative}", 0o644)
 
     build_info = stage / "BUILD-INFO.json"
@@ -128,6 +133,7 @@ def _stage(
                 "version": version,
                 "format": fmt.name,
                 "collectors": list(collectors),
+                "outputs": list(outputs),
                 "build_time": _rfc3339(build_time),
                 "builder": f"defender-installer {__version__}",
             },
@@ -230,12 +236,14 @@ def build_package(
     version: str | None = None,
     agent_src: Path | None = None,
     environ: dict[str, str] | None = None,
+    outputs: str | None = None,
 ) -> BuildResult:
     """Build one package and move it into `out_dir` only once it is complete."""
     environ = dict(os.environ if environ is None else environ)
     fmt = get_format(format_name)
     source = load_agent_source(locate_agent_source(agent_src))
     selected = select_collectors(collectors, source.collectors)
+    selected_outputs = select_outputs(outputs, source.outputs)
     version = version if version is not None else source.version
     fmt.check_version(version)
     epoch = source_date_epoch(environ)
@@ -246,7 +254,9 @@ def build_package(
     with tempfile.TemporaryDirectory(prefix="defender-installer-") as tmp:
         work = Path(tmp)
         build_time = float(epoch) if epoch is not None else time.time()
-        contents = _stage(source, selected, fmt, version, build_time, work / "root")
+        contents = _stage(
+            source, selected, fmt, version, build_time, work / "root", selected_outputs
+        )
         scripts = _render_scripts(env, fmt, version, work / "scripts")
         config = work / "nfpm.yaml"
         config.write_text(
@@ -267,6 +277,7 @@ def build_package(
         collectors=selected,
         size=final.stat().st_size,
         sha256=_sha256(final),
+        outputs=selected_outputs,
     )
 
 
@@ -277,6 +288,13 @@ def command(
     collectors: Annotated[
         str | None,
         typer.Option(help="Comma-separated collectors to include (default: all registered)."),
+    ] = None,
+    outputs: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated optional outputs to include, or `none` (default: all; "
+            "file and stdout are always in)."
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Directory for the package.")] = DEFAULT_OUT,
     json_output: Annotated[
@@ -294,6 +312,7 @@ def command(
     result = build_package(
         format_name=format_name,
         collectors=collectors,
+        outputs=outputs,
         out_dir=out,
         version=version,
         agent_src=agent_src,

@@ -8,6 +8,8 @@ temporary auth log, and prints figures for docs/benchmarks.md:
   the alert record in events.jsonl, over several bursts, each from a new source address;
 - `memory`: VmRSS and VmHWM of the running agent at rest, then after a flood of failed
   logins from distinct sources;
+- `syslog-memory`: VmRSS at rest without the syslog output and with it on each
+  transport (unix, udp, tcp, tls), each to a receiver of the benchmark's own on loopback;
 - `replay`: `defender-agent replay` over a generated auth log of realistic mix (failed
   passwords, invalid users, PAM pairs, preauth closes, logins, other programs): lines/s
   and peak RSS;
@@ -74,7 +76,9 @@ class Figures:
 class AgentProcess:
     """`defender-agent run` from SRC on a temporary auth log, as its own process."""
 
-    def __init__(self, src: Path, config_lines: list[str] | None = None) -> None:
+    def __init__(
+        self, src: Path, config_lines: list[str] | None = None, extra_lines: tuple[str, ...] = ()
+    ) -> None:
         if not (src / "defender_agent" / "__init__.py").is_file():
             raise UserError(f"--agent-src {src}: no defender_agent package there")
         self.dir = Path(tempfile.mkdtemp(prefix="defender-bench-"))
@@ -99,6 +103,7 @@ class AgentProcess:
                 "enabled = false",
                 "[outputs.file]",
                 "max_bytes = 1073741824",
+                *extra_lines,
             ]
         self.config.write_text("\n".join(lines) + "\n")
         code = (
@@ -199,6 +204,119 @@ def measure_memory(src: Path, flood: int) -> dict[str, dict[str, int]]:
     finally:
         agent.stop()
     return {"at rest": at_rest, f"after {flood} failures": flooded}
+
+
+class SyslogReceiver:
+    """A loopback receiver for the syslog output: a datagram socket (unix, udp) or a TCP
+    listener, TLS with a certificate made by the openssl command; it counts bytes."""
+
+    def __init__(self, transport: str, directory: Path) -> None:
+        import socket
+        import threading
+
+        self.transport = transport
+        self.received = 0
+        self.lines: list[str] = [f'transport = "{transport}"']
+        if transport == "unix":
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(str(directory / "log"))
+            self.lines.append(f'address = "{directory / "log"}"')
+        else:
+            kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+            self.sock = socket.socket(socket.AF_INET, kind)
+            self.sock.bind(("127.0.0.1", 0))
+            self.lines += ['address = "127.0.0.1"', f"port = {self.sock.getsockname()[1]}"]
+            if kind == socket.SOCK_STREAM:
+                self.sock.listen()
+        self.context = None
+        if transport == "tls":
+            import ssl
+
+            key, cert = directory / "key.pem", directory / "cert.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                 "-keyout", str(key), "-out", str(cert)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(cert, key)
+            self.lines.append(f'tls_ca = "{cert}"')
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            if self.transport in ("unix", "udp"):
+                while True:
+                    self.received += len(self.sock.recv(65536))
+            conn, _ = self.sock.accept()
+            if self.context is not None:
+                conn = self.context.wrap_socket(conn, server_side=True)
+            while data := conn.recv(65536):
+                self.received += len(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def measure_syslog_memory(src: Path, rounds: int) -> dict[str, list[int]]:
+    """VmRSS (KiB) 3 s after the start: without the syslog output, then with it on each
+    transport, every record sent (the first heartbeat must have arrived)."""
+    results: dict[str, list[int]] = {}
+    for mode in ("off", "unix", "udp", "tcp", "tls"):
+        for _ in range(rounds):
+            directory = Path(tempfile.mkdtemp(prefix="defender-bench-syslog-"))
+            receiver = None
+            extra: list[str] = []
+            if mode != "off":
+                receiver = SyslogReceiver(mode, directory)
+                extra = ["[outputs.syslog]", "enabled = true", *receiver.lines]
+            agent = AgentProcess(src, extra_lines=tuple(extra))
+            try:
+                deadline = time.monotonic() + 20
+                while receiver is not None and not receiver.received:
+                    if time.monotonic() > deadline:
+                        raise UserError(f"syslog {mode}: nothing arrived from the agent")
+                    time.sleep(0.05)
+                time.sleep(3)
+                results.setdefault(mode, []).append(agent.memory_kib()["VmRSS"])
+            finally:
+                agent.stop()
+                if receiver is not None:
+                    receiver.close()
+                for path in directory.iterdir():
+                    path.unlink()
+                directory.rmdir()
+    return results
+
+
+@app.command("syslog-memory")
+def syslog_memory_command(
+    rounds: Annotated[int, typer.Option(help="Starts per configuration.", min=1)] = 5,
+    agent_src: Annotated[
+        Path | None, typer.Option("--agent-src", help="The agent's src/ directory.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """RSS the syslog output adds, per transport, the agent as its own process."""
+    result = measure_syslog_memory(agent_src or default_agent_src(), rounds)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    base = statistics.median(result["off"])
+    table = Table(title=f"syslog output memory (python {sys.version.split()[0]}, {rounds} starts)")
+    for column in ("syslog output", "VmRSS MiB median (range)", "added MiB"):
+        table.add_column(column)
+    for mode, kib in result.items():
+        median = statistics.median(kib)
+        table.add_row(
+            mode,
+            f"{median / 1024:.2f} ({min(kib) / 1024:.2f}-{max(kib) / 1024:.2f})",
+            f"{(median - base) / 1024:+.2f}",
+        )
+    Console().print(table)
 
 
 @app.command("latency")

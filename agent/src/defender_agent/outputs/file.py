@@ -16,7 +16,7 @@ from defender_agent import safefs
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
     from defender_agent.model import Record
     from defender_agent.plugins import Context
@@ -36,8 +36,11 @@ class FileOutput:
         max_bytes: int = 1 << 20,
         backups: int = 3,
         backlog_max: int = BACKLOG_MAX,
+        line: Callable[[Record], str] | None = None,
     ) -> None:
         self.path = path
+        self._line = line  # the ECS form, when configured; else the pipeline's line
+        self.needs_line = line is None
         self.max_bytes = max_bytes
         self.backups = backups
         self.fd = -1
@@ -111,6 +114,8 @@ class FileOutput:
         self.counts["written"] += 1
 
     def write(self, record: Record, line: str) -> None:
+        if self._line is not None:
+            line = self._line(record)
         data = (line + "\n").encode("utf-8")
         sync = record.type == "alert"
         if self.backlog and not self._flush_backlog():
@@ -196,11 +201,19 @@ class FileOutput:
 
 
 def create(ctx: Context, section: dict[str, Any], state: dict[str, Any]) -> FileOutput:
-    return FileOutput(str(section["path"]), int(section["max_bytes"]), int(section["backups"]))
+    from defender_agent.outputs import ecs_formatter
+
+    return FileOutput(
+        str(section["path"]),
+        int(section["max_bytes"]),
+        int(section["backups"]),
+        line=ecs_formatter(ctx, section),
+    )
 
 
 def describe(section: dict[str, Any]) -> list[str]:
     return [
-        f"{section['path']}: JSON lines, rotated at {section['max_bytes']} bytes, "
+        f"{section['path']}: {section['format']} JSON lines, "
+        f"rotated at {section['max_bytes']} bytes, "
         f"{section['backups']} backups"
     ]
