@@ -19,7 +19,7 @@ import pytest
 from defender_tools import guest_agent
 from defender_tools.agent_package import build_agent_deb
 from defender_tools.images.debian import PROFILES, ImageResult, Profile, build_image, image_dir_name
-from defender_tools.qemu_runner import Guest
+from defender_tools.qemu_runner import Guest, free_port
 from defender_tools.scenarios.checks import service_active
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,14 +54,24 @@ def image(profile: Profile, agent_deb: Path) -> ImageResult:
 
 
 @pytest.fixture(scope="session")
-def guest(image: ImageResult, profile: Profile) -> Iterator[Guest]:
+def syslog_forward() -> tuple[str, int, int]:
+    """(guest address, guest port, host port): a TCP connection the guest opens to the
+    first two reaches a syslog collector a test runs on the host's 127.0.0.1 at the
+    third (test_syslog_forward.py; free at session start)."""
+    return "10.0.2.100", 514, free_port()
+
+
+@pytest.fixture(scope="session")
+def guest(
+    image: ImageResult, profile: Profile, syslog_forward: tuple[str, int, int]
+) -> Iterator[Guest]:
     """The booted image, its agent running, with the admin SSH session open.
 
     The guest's auth log is copied to BUILD/qemu-tests-PROFILE.auth.log at the end, so a
     failed story can be replayed against exactly what the SSH server wrote.
     """
     log = BUILD / f"qemu-tests-{profile.name}.serial.log"
-    with Guest(image.conf, serial_log=log) as booted:
+    with Guest(image.conf, serial_log=log, guest_forwards=[syslog_forward]) as booted:
         print(f"\n{profile.name}: boot to SSH {booted.boot_seconds} s ({booted.accel})")
         active = service_active(guest_agent.wait_for_service(booted))
         assert active.passed, f"{profile.name} after boot: {active.line()}"

@@ -177,6 +177,7 @@ class Guest:
         key: Path | None = None,
         accel: str | None = None,
         boot_timeout: float = 300.0,
+        guest_forwards: list[tuple[str, int, int]] | None = None,
     ) -> None:
         self.cfg = qemuboot.read_conf(conf)
         self.ssh_port = ssh_port or free_port()
@@ -187,6 +188,7 @@ class Guest:
         self.serial_log = serial_log or self._default_log()
         self.accel = accel or choose_accel(self.cfg.system_name, self.cfg.kernel)
         self.boot_timeout = boot_timeout
+        self.guest_forwards = list(guest_forwards or [])
         self.boot_seconds: float | None = None
         # Created by start(): a Guest only asked for its command line leaves nothing behind.
         self._tmp = Path(tempfile.gettempdir()) / f"defender-qemu-{os.getpid()}-{self.ssh_port}"
@@ -209,6 +211,7 @@ class Guest:
             serial_log=self.serial_log,
             qmp_socket=self._qmp_socket,
             mem=self.mem,
+            guest_forwards=self.guest_forwards,
         )
         return qemuboot.build_command(self.cfg, opts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +127,9 @@ class LaunchOptions:
     qmp_socket: Path
     mem: str | None = None  # e.g. "1024" (MiB); None keeps qb_mem
     extra_append: list[str] = field(default_factory=list)
+    # guest address, guest port, host loopback port: a TCP connection the guest opens to
+    # the first two reaches 127.0.0.1:PORT on the host (a collector the test runs there)
+    guest_forwards: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 def _split(value: str) -> list[str]:
@@ -151,9 +155,20 @@ def _has_option(args: list[str], *options: str) -> bool:
     return any(a in options for a in args)
 
 
-def netdev_arg(ssh_port: int) -> str:
-    """The only network QEMU gets: isolated user networking, SSH on host loopback."""
-    return f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+def netdev_arg(ssh_port: int, guest_forwards: list[tuple[str, int, int]] | None = None) -> str:
+    """The only network QEMU gets: isolated user networking, SSH on host loopback, and
+    the guest forwards asked for, each to a port on the host's loopback through relay.py
+    (QEMU starts it per connection; `restrict=on` leaves explicit forwards working)."""
+    arg = f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    if guest_forwards:
+        relay = Path(__file__).with_name("relay.py")
+        if "," in f"{sys.executable}{relay}":
+            raise UserError(f"{relay}: a path with a comma cannot be a QEMU guest forward")
+        for address, port, host_port in guest_forwards:
+            arg += (
+                f",guestfwd=tcp:{address}:{port}-cmd:{sys.executable} {relay} 127.0.0.1 {host_port}"
+            )
+    return arg
 
 
 def kernel_cmdline(cfg: BootConfig, extra: list[str] | None = None) -> str:
@@ -214,7 +229,7 @@ def build_command(cfg: BootConfig, opts: LaunchOptions) -> list[str]:
         # Never write into the image under test.
         cmd += ["-snapshot"]
 
-    cmd += ["-netdev", netdev_arg(opts.ssh_port)]
+    cmd += ["-netdev", netdev_arg(opts.ssh_port, opts.guest_forwards)]
     device = cfg.get("qb_network_device") or DEFAULT_NETWORK_DEVICE
     cmd += _split(device.replace("@MAC@", SLIRP_MAC))
     cmd += _split(cfg.get("qb_rng"))

@@ -96,6 +96,7 @@ AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 SOL_SOCKET, SO_ERROR = 1, 4
 AI_NUMERICHOST = 4
+EPERM = 1  # errno.EPERM: a connect() a packet filter refuses
 EINPROGRESS, EAGAIN, EISCONN = 115, 11, 106
 POLLIN, POLLOUT, POLLERR, POLLHUP = 0x1, 0x4, 0x8, 0x10
 
@@ -476,11 +477,18 @@ class SyslogOutput:
         self.next_attempt = self.ctx.clock.monotonic() + self.backoff
         if not self.failing:
             self.failing = True
+            why = getattr(exc, "strerror", None) or str(exc)
+            if getattr(exc, "errno", 0) == EPERM and self.transport != "unix":
+                # systemd's IPAddressDeny=any (the shipped unit) refuses every connect()
+                why += (
+                    "; under systemd, the unit's IPAddressDeny=any refuses it: allow the "
+                    "collector with IPAddressAllow= in a drop-in (docs/outputs.md)"
+                )
             log.error(
                 "syslog: %s %s failed (%s); keeping up to %d records, trying again",
                 step,
                 self._where(),
-                getattr(exc, "strerror", None) or exc,
+                why,
                 self.queue_max,
             )
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
