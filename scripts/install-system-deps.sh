@@ -1,5 +1,6 @@
 #!/bin/sh
-# Install the Debian packages that `make demo` and `make test` need, and
+# Install the Debian packages that `make demo` and `make test` need (lintian: the
+# installer's tests check the .deb with it), and
 # nothing when they are all present. Uses sudo when not root.
 set -eu
 
@@ -19,6 +20,7 @@ rsyslog
 rsyslog-gnutls
 shellcheck
 nftables
+lintian
 "
 
 missing=""

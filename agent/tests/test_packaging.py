@@ -125,3 +125,23 @@ def test_init_script_start_status_stop(tmp_path: Path) -> None:
     assert svc("status").returncode == 3
     log = (tmp_path / "log").read_text()
     assert "stopped" in log and "no user no-such-user-zq; running as root" in log
+
+
+def test_init_script_sources_lsb_functions_only_where_they_exist() -> None:
+    """Debian's hook redirects to the hardened unit under systemd; BusyBox systems have none."""
+    lines = (PACKAGING / "defender-agent.init").read_text().splitlines()
+    sourcing = [line for line in lines if "/lib/lsb/init-functions" in line and "." in line]
+    assert sourcing == ["[ -r /lib/lsb/init-functions ] && . /lib/lsb/init-functions"]
+    # after the settings, before any action: the hook reads the action from "$1"
+    assert lines.index(sourcing[0]) < lines.index('case "$1" in')
+
+
+def test_manual_page_names_every_command() -> None:
+    page = (PACKAGING / "defender-agent.1").read_text()
+    section = page.split("\n.SH COMMANDS\n", 1)[1].split("\n.SH ", 1)[0].splitlines()
+    documented = [
+        section[i + 1].removeprefix(".B ") for i, line in enumerate(section) if line == ".TP"
+    ]
+    parser = cli.make_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    assert documented == list(subparsers.choices)  # type: ignore[attr-defined]

@@ -109,6 +109,7 @@ def fake_agent(tmp_path: Path) -> Callable[..., Path]:
             "agent.toml",
         ):
             (root / "packaging" / name).write_text(f"# {name}\n")
+        (root / "LICENSE").write_text("MIT License\n\nCopyright (c) 2024 Fake authors\n\nText.\n")
         return root
 
     return make

@@ -48,7 +48,11 @@ def test_control_fields(full_deb: dict[str, object], dpkg_deb: Callable[..., str
     depends = [d.strip() for d in dpkg_deb("-f", deb, "Depends").split(",")]
     assert depends == ["python3 (>= 3.9)", "python3 (>= 3.11) | python3-tomli"]
     assert "conffiles" in dpkg_deb("-I", deb)
-    assert dpkg_deb("-I", deb, "conffiles").split() == ["/etc/defender-agent/agent.toml"]
+    # every file under /etc is a conffile (Debian policy 10.7.2)
+    assert sorted(dpkg_deb("-I", deb, "conffiles").split()) == [
+        "/etc/defender-agent/agent.toml",
+        "/etc/init.d/defender-agent",
+    ]
 
 
 def test_full_package_has_every_module_and_the_service_files(
@@ -108,7 +112,7 @@ def test_maintainer_scripts_are_valid_posix_sh(
     postinst = (tmp_path / "postinst").read_text()
     assert "python3 -m compileall -q /usr/lib/defender-agent/defender_agent" in postinst
     assert "[ -d /run/systemd/system ]" in postinst
-    assert 'update-rc.d "$SERVICE" defaults' in postinst
+    assert "update-rc.d defender-agent defaults" in postinst
     assert "invoke-rc.d" in postinst
     assert "rm -rf /var/lib/defender-agent /etc/defender-agent" in (tmp_path / "postrm").read_text()
 

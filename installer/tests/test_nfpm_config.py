@@ -39,7 +39,7 @@ def test_rendered_config_matches_nfpm_schema(tmp_path: Path) -> None:
         assert config["contents"][0]["file_info"]["mode"] == 0o644
         assert config["contents"][1]["file_info"]["mode"] == 0o750
         assert config["version"] == "1.0~rc1"
-        assert config["maintainer"].endswith("<defender@example.org>")
+        assert config["maintainer"].endswith("<defender@users.noreply.github.com>")
         assert ("mtime" in config) == (epoch is not None)
 
 

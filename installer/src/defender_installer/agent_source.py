@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ PACKAGE = "defender_agent"
 REGISTRY = PurePosixPath("collectors/__init__.py")
 OUTPUT_REGISTRY = PurePosixPath("outputs/__init__.py")
 PACKAGING_FILES = ("defender-agent", "defender-agent.service", "defender-agent.init", "agent.toml")
+# The licence every package carries: in the agent checkout, else the repository around it.
+LICENSE_FILES = ("LICENSE", "COPYING")
 
 _COLLECTOR_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SKIP_DIRS = {"__pycache__", "tests", "test"}
@@ -35,6 +38,7 @@ class AgentSource:
     version: str
     collectors: tuple[str, ...]
     outputs: tuple[str, ...] = ()  # the outputs a build may leave out (OPTIONAL_OUTPUTS)
+    license_file: Path | None = None
 
     @property
     def package_dir(self) -> Path:
@@ -194,8 +198,44 @@ def load_agent_source(root: Path) -> AgentSource:
         if not (root / "packaging" / name).is_file():
             raise UserError(f"{root / 'packaging'}: {name} is missing from the agent checkout")
     return AgentSource(
-        root=root, version=read_version(root), collectors=collectors, outputs=outputs
+        root=root,
+        version=read_version(root),
+        collectors=collectors,
+        outputs=outputs,
+        license_file=find_license(root),
     )
+
+
+def find_license(root: Path) -> Path:
+    """The licence text to ship: LICENSE (or COPYING) of the checkout or of its parent."""
+    for directory in (root, root.parent):
+        for name in LICENSE_FILES:
+            if (directory / name).is_file():
+                return directory / name
+    raise UserError(
+        f"{root}: no licence text (LICENSE or COPYING) in the agent checkout or above it; "
+        "a package must carry its licence"
+    )
+
+
+def commit_time(root: Path) -> int | None:
+    """When the last commit touching the agent checkout was made (git), else None.
+
+    The date of the version being packaged when SOURCE_DATE_EPOCH is not set: a
+    checkout that is not a git repository, or a host without git, gives None.
+    """
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%ct", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = result.stdout.strip()
+    return int(value) if result.returncode == 0 and value.isdigit() else None
 
 
 def _check_modules(package_dir: Path, registry: PurePosixPath, names: tuple[str, ...]) -> None:

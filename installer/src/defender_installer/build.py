@@ -2,8 +2,8 @@
 
 The package holds the agent core plus the selected collector and optional output modules, the
 launcher, the systemd unit, the sysvinit script and the default configuration
-(a conffile), laid out as described in layout.py. nfpm does the packaging from
-a configuration rendered from templates/nfpm.yaml.j2.
+(both conffiles), the licence and a changelog, laid out as described in layout.py.
+nfpm does the packaging from a configuration rendered from templates/nfpm.yaml.j2.
 """
 
 import hashlib
@@ -24,12 +24,15 @@ import typer
 from defender_installer import __version__, layout
 from defender_installer.agent_source import (
     AgentSource,
+    commit_time,
+    find_license,
     load_agent_source,
     locate_agent_source,
     package_files,
     select_collectors,
     select_outputs,
 )
+from defender_installer.debian_docs import PackageDocs, gzip_n
 from defender_installer.errors import UserError
 from defender_installer.formats import PackageFormat, get_format
 from defender_installer.nfpm import run_nfpm
@@ -146,15 +149,39 @@ def _stage(
     packaging = source.packaging_dir
     add(build_info, layout.BUILD_INFO_PATH, 0o644)
     add(packaging / "defender-agent", layout.COMMAND_PATH, 0o755)
+    manual = packaging / "defender-agent.1"
+    if manual.is_file():  # an older agent checkout has none
+        compressed = stage / "defender-agent.1.gz"
+        compressed.write_bytes(gzip_n(manual.read_bytes()))
+        add(compressed, layout.MANUAL_PATH, 0o644)
     add(packaging / "defender-agent.service", layout.SYSTEMD_UNIT_PATH, 0o644)
     for name in collectors:  # the privileges a collector needs come with it, and only then
         dropin = packaging / "systemd" / f"{name}.conf"
         if dropin.is_file():
             add(dropin, f"{layout.SYSTEMD_DROPIN_DIR}/{name}.conf", 0o644)
-    add(packaging / "defender-agent.init", layout.INIT_SCRIPT_PATH, 0o755)
-    # config|noreplace: a conffile for deb (kept on upgrade), %config(noreplace) for rpm.
+    # Everything under /etc is a conffile (Debian policy 10.7.2): dpkg keeps a local edit
+    # on upgrade and asks. config: %config for rpm (replaced, the edit kept as .rpmsave),
+    # as the script is code; config|noreplace: %config(noreplace), as the settings are not.
+    add(packaging / "defender-agent.init", layout.INIT_SCRIPT_PATH, 0o755, "config")
     add(packaging / "agent.toml", layout.CONFIG_PATH, 0o644, "config|noreplace")
     items.append(ContentItem(dst=layout.STATE_DIR, mode=0o750, type="dir"))
+    return items
+
+
+def _stage_format_files(
+    env: jinja2.Environment, fmt: PackageFormat, docs: PackageDocs, stage: Path
+) -> list[ContentItem]:
+    """The files the format's conventions add: licence, changelog, lintian overrides."""
+    files = {f"{layout.DOC_DIR}/{name}": data for name, data in fmt.doc_files(docs).items()}
+    for dst, name in fmt.rendered_files.items():
+        template = env.get_template(f"{fmt.name}/{name}")
+        files[dst] = template.render(name=layout.PACKAGE_NAME, version=docs.version).encode()
+    items = []
+    for dst, data in files.items():
+        staged = stage / dst.lstrip("/")
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_bytes(data)
+        items.append(ContentItem(dst=dst, src=str(staged), mode=0o644))
     return items
 
 
@@ -257,6 +284,17 @@ def build_package(
         contents = _stage(
             source, selected, fmt, version, build_time, work / "root", selected_outputs
         )
+        docs = PackageDocs(
+            package=layout.PACKAGE_NAME,
+            version=version,
+            maintainer=layout.MAINTAINER,
+            license_name=layout.LICENSE,
+            license_file=source.license_file or find_license(source.root),
+            # SOURCE_DATE_EPOCH, else the last commit of the agent checkout, else now
+            date=epoch if epoch is not None else commit_time(source.root) or int(build_time),
+            builder=f"defender-installer {__version__}",
+        )
+        contents += _stage_format_files(env, fmt, docs, work / "root")
         scripts = _render_scripts(env, fmt, version, work / "scripts")
         config = work / "nfpm.yaml"
         config.write_text(

@@ -12,6 +12,7 @@ LIB_DIR = "/usr/lib/defender-agent"
 PYTHON_PACKAGE_DIR = f"{LIB_DIR}/defender_agent"
 BUILD_INFO_PATH = f"{LIB_DIR}/BUILD-INFO.json"
 COMMAND_PATH = "/usr/bin/defender-agent"
+MANUAL_PATH = "/usr/share/man/man1/defender-agent.1.gz"  # packaging/defender-agent.1, gzip -9n
 SYSTEMD_UNIT_PATH = "/lib/systemd/system/defender-agent.service"
 # Drop-ins granting what a collector needs beyond the base unit (packaging/systemd/NAME.conf)
 SYSTEMD_DROPIN_DIR = "/lib/systemd/system/defender-agent.service.d"
@@ -25,10 +26,19 @@ STATE_DIR = "/var/lib/defender-agent"
 AGENT_USER = "defender-agent"
 AGENT_GROUPS = ("adm", "utmp", "systemd-journal")
 
+# Debian's documentation directory: the licence (copyright) and the changelog.
+DOC_DIR = f"/usr/share/doc/{PACKAGE_NAME}"
+# The lintian tags the package carries on purpose, each with its reason (deb only).
+LINTIAN_OVERRIDES_PATH = f"/usr/share/lintian/overrides/{PACKAGE_NAME}"
+
 LICENSE = "MIT"
-MAINTAINER = "Defender maintainers <defender@example.org>"
+# A GitHub no-reply address: it looks like the project's, but receives no mail (the
+# project has published no list yet; docs/security.md says where to report instead).
+MAINTAINER = "Defender maintainers <defender@users.noreply.github.com>"
+# Synopsis, then the extended description: Debian wants lines of at most 80 columns.
 DESCRIPTION = (
     "Open on-device security agent for embedded Linux\n"
-    "Collects login and system events, detects brute-force attacks and other threats,\n"
-    "and writes alerts as JSON lines. Replaces the Microsoft Defender for IoT micro agent."
+    "Collects login and system events, detects brute-force attacks and other\n"
+    "threats, and writes alerts as JSON lines. Replaces the Microsoft Defender\n"
+    "for IoT micro agent."
 )
