@@ -21,7 +21,6 @@ Not a plugin: a detector module uses it (`detectors/` registers only plugins).
 
 from __future__ import annotations
 
-import zlib
 from collections import OrderedDict
 
 from defender_agent.model import Record, rfc3339
@@ -135,5 +134,7 @@ class Incidents:
 
 def _make_id(name: str, key: str, when: float) -> str:
     """Stable for the same incident (name, key, first time): a replay makes the same ids."""
-    digest = zlib.crc32(f"{name}\0{key}".encode("utf-8", "backslashreplace"))
+    digest = 0x811C9DC5  # FNV-1a, 32 bits: no module (zlib is not in every python3 split)
+    for byte in f"{name}\0{key}".encode("utf-8", "backslashreplace"):
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
     return f"{name}-{int(when * 1000):x}-{digest:08x}"
