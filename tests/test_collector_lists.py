@@ -92,7 +92,13 @@ def test_every_collector_has_its_module() -> None:
 def test_recipe_installs_files_that_exist() -> None:
     """do_install copies from agent/packaging/ (the one copy); each must be there."""
     used = set(re.findall(r"\$\{S\}/packaging/([\w.-]+)", recipe_text()))
-    assert used == {"agent.toml", "defender-agent.service", "defender-agent.init", "systemd"}
+    assert used == {
+        "agent.toml",
+        "threat-intel.txt",
+        "defender-agent.service",
+        "defender-agent.init",
+        "systemd",
+    }
     for name in used - {"systemd"}:
         assert (REPO / "agent" / "packaging" / name).is_file(), name
 

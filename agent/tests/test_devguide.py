@@ -69,7 +69,7 @@ def apply_guide(target: Path) -> list[str]:
             path, name, entry = target / words[1], words[2], words[3]
             source = path.read_text(encoding="utf-8")
             edited, n = re.subn(
-                rf"({name}: tuple\[str, \.\.\.\] = \([^)]*?)(,?)\)", rf'\1, "{entry}")', source
+                rf"({name}: tuple\[str, \.\.\.\] = \([^)]*?)(,?\s*)\)", rf'\1, "{entry}")', source
             )
             assert n == 1, f"{words[1]}: no {name} tuple to extend"
             path.write_text(edited.replace('(, "', '("'), encoding="utf-8")

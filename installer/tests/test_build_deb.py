@@ -51,6 +51,7 @@ def test_control_fields(full_deb: dict[str, object], dpkg_deb: Callable[..., str
     # every file under /etc is a conffile (Debian policy 10.7.2)
     assert sorted(dpkg_deb("-I", deb, "conffiles").split()) == [
         "/etc/defender-agent/agent.toml",
+        "/etc/defender-agent/threat-intel.txt",  # the ThreatIntel detector's list
         "/etc/init.d/defender-agent",
     ]
 

@@ -164,6 +164,8 @@ def _stage(
     # as the script is code; config|noreplace: %config(noreplace), as the settings are not.
     add(packaging / "defender-agent.init", layout.INIT_SCRIPT_PATH, 0o755, "config")
     add(packaging / "agent.toml", layout.CONFIG_PATH, 0o644, "config|noreplace")
+    if (packaging / "threat-intel.txt").is_file():  # the ThreatIntel detector's list
+        add(packaging / "threat-intel.txt", layout.THREAT_LIST_PATH, 0o644, "config|noreplace")
     items.append(ContentItem(dst=layout.STATE_DIR, mode=0o750, type="dir"))
     return items
 

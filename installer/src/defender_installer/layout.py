@@ -19,6 +19,7 @@ SYSTEMD_DROPIN_DIR = "/lib/systemd/system/defender-agent.service.d"
 INIT_SCRIPT_PATH = "/etc/init.d/defender-agent"
 CONFIG_DIR = "/etc/defender-agent"
 CONFIG_PATH = f"{CONFIG_DIR}/agent.toml"
+THREAT_LIST_PATH = f"{CONFIG_DIR}/threat-intel.txt"  # [detectors.threat_intel] path
 STATE_DIR = "/var/lib/defender-agent"
 # The agent runs as its own system user, in the groups that may read what it follows:
 # `adm` (auth logs on Debian-like systems), `utmp` (btmp) and `systemd-journal` (the
