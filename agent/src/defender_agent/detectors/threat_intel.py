@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 NAME = "threat_intel"
 ALERT = "ThreatIntel"
 SEVERITY = "high"
-DEFAULT_PATH = "/etc/defender-agent/threat-intel.txt"
 LINE_MAX = 1024  # bytes of one list line; a longer one is malformed
 MAX_SHOWN = 200  # characters of the list line quoted in an alert
 MAX_QUOTES = 256  # list lines kept for alerts (a new incident reads its line once)
@@ -220,7 +219,7 @@ class ThreatIntelDetector:
     def __init__(
         self,
         ctx: Context,
-        path: str = DEFAULT_PATH,
+        path: str,
         max_entries: int = 65536,
         check_interval: float = 60.0,
         inbound: bool = True,
