@@ -264,6 +264,30 @@ def test_captured_sequence_feeds_the_collector(tmp_path: Path, clock: ManualCloc
 
 
 # --- the collector on the connector, over fake /proc trees -------------------------------
+def test_the_parent_that_forked_is_named_after_it_exited(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """`sh -c 'cmd &'` exits before the child's exec is read: /proc then says PPid 1, the
+    fork event still knows the shell; a later exec in the same process keeps it."""
+    root = fake_proc(tmp_path / "proc")
+    fake_process(root, 4242, ppid=1, comm="setsid", cmdline=b"setsid\0x\0", exe="/usr/bin/setsid")
+    agent, collector, out = build(clock, proc=str(root))
+    collector.feed(fork_msg(4200, 4242, 4242, cpu=0, seq=1))
+    collector.feed(exec_msg(4242, cpu=0, seq=2))
+    collector.feed(exec_msg(4242, cpu=0, seq=3))  # setsid execs its program: same process
+    collector.feed(fork_msg(1, 4300, 4300, cpu=0, seq=4))  # forked by init: PPid agrees
+    fake_process(root, 4300, ppid=1, comm="d", cmdline=b"d\0", exe="/usr/sbin/d")
+    collector.feed(exec_msg(4300, cpu=0, seq=5))
+    agent.pipeline.drain()
+    first, second, third = (e["payload"] for e in out.events())
+    assert (first["pid"], first["ppid"], first["parent_executable"]) == (4242, 4200, None)
+    assert second["ppid"] == 4200
+    assert third["ppid"] == 1
+    assert collector.statistics()["parent-gone-before-exec"] == 2
+    collector.feed(exit_msg(4242, 0, cpu=0, seq=6))
+    assert 4242 not in collector._forks
+
+
 def test_exec_event_reads_the_process_and_its_parent(tmp_path: Path, clock: ManualClock) -> None:
     root = fake_proc(tmp_path / "proc")
     fake_process(root, 4200, comm="sh", cmdline=b"/bin/sh\0-c\0run\0", exe="/bin/sh")

@@ -40,6 +40,7 @@ MAX_TEXT = 4096  # characters kept of a command line or path; a cut one ends in 
 CMDLINE_BYTES = 4 * MAX_TEXT  # a UTF-8 character is at most 4 bytes: enough for MAX_TEXT
 MAX_USERS = 256  # uid -> user name
 MAX_PARENTS = 256  # pid -> (executable, command line) of processes that start others
+MAX_FORKS = 4096  # child pid -> the pid that forked it, from the connector's fork events
 MAX_PROCESSES = 16384  # processes the /proc poller tracks; more (a fork bomb) are counted
 MAX_CPUS = 4096  # per-CPU sequence numbers of the connector
 MAX_PER_TURN = 256  # datagrams read per loop turn; the rest wait in the socket's buffer
@@ -105,6 +106,9 @@ class ProcessCollector:
         self._scanned = False
         self._scan_wait_left = SCAN_WAIT
         self._parents: OrderedDict[int, tuple[str | None, str | None]] = OrderedDict()
+        # who forked each new process: /proc's PPid is 1 (or a subreaper) once the parent
+        # has exited, which a shell running `cmd &` does before the child's exec is read
+        self._forks: OrderedDict[int, int] = OrderedDict()
         self._users: OrderedDict[int, str | None] = OrderedDict()
         self._passwd: tuple[int, int, int] | None = None
         self._passwd_checked = -PASSWD_CHECK
@@ -205,8 +209,13 @@ class ProcessCollector:
             return  # a thread starting or ending, not a process
         elif what == cn_proc.PROC_EVENT_FORK:
             self._parents.pop(event.pid, None)  # the pid now names a new process
+            self._forks[event.pid] = event.parent
+            self._forks.move_to_end(event.pid)
+            if len(self._forks) > MAX_FORKS:
+                self._forks.popitem(last=False)
         elif what == cn_proc.PROC_EVENT_EXIT:
             self._parents.pop(event.pid, None)
+            self._forks.pop(event.pid, None)
             if self.exits:
                 self._emit_exit(event.pid, "netlink", event.code)
 
@@ -228,6 +237,7 @@ class ProcessCollector:
             if gap:
                 self._count("netlink-lost", gap)
                 self._parents.clear()  # the lost ones may have changed them
+                self._forks.clear()
         elif len(self._seq) >= MAX_CPUS:
             return
         self._seq[event.cpu] = event.seq
@@ -332,6 +342,10 @@ class ProcessCollector:
         ids = self._read(pid, problems, proc_pid.read_ids, self.root, pid)
         cwd = self._read(pid, problems, proc_pid.read_link, self.root, pid, "cwd")
         ppid = stat[0] if stat is not None else None
+        forker = self._forks.get(pid)
+        if forker is not None and stat is not None and forker != ppid:
+            ppid = forker  # reparented since the fork: the parent that made it is the lineage
+            problems.add("parent-gone-before-exec")
         start = self._start_time(stat[1]) if stat is not None else None
         command, cut = cmdline_text(*cmdline) if cmdline is not None else (None, False)
         if cut:
