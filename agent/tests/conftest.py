@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import pytest
@@ -26,6 +27,8 @@ from defender_agent import config
 from defender_agent.clock import ManualClock
 from defender_agent.collectors.common import timestamps
 from defender_agent.linux import inet
+from defender_agent.model import Record
+from defender_agent.plugins import QuietOutput
 
 # "Nov 27 08:00:00" in the tests' auth logs, in the year the clock below puts them in
 T0 = timestamps.local(2026, 11, 27, 8, 0, 0) or 0.0
@@ -184,3 +187,37 @@ def detector_section() -> Callable[..., dict[str, Any]]:
         return {**config.defaults()[f"detectors.{name}"], **overrides}
 
     return section
+
+
+class Collect(QuietOutput):
+    """An output that keeps the payloads of the alerts written to it."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+
+    def write(self, record: Record, line: str) -> None:
+        if record.type == "alert":
+            self.alerts.append(record.payload)
+
+
+@pytest.fixture
+def collecting_agent() -> Callable[..., tuple[agent_mod.Agent, Any, Collect]]:
+    """`collecting_agent(t0, module, section)`: a started agent on a ManualClock at `t0`
+    with the one detector `module.create()` builds from `section`, and a Collect output
+    (`out.alerts`) that keeps the alerts it raises."""
+
+    def start(
+        t0: float, module: ModuleType, section: dict[str, Any]
+    ) -> tuple[agent_mod.Agent, Any, Collect]:
+        agent = agent_mod.Agent("t", ManualClock(t0))
+        out = Collect()
+        agent.add("outputs", out)
+        name = module.__name__.rpartition(".")[2]
+        det = module.create(agent.context("detectors", name), section, {})
+        agent.add("detectors", det)
+        agent.start(heartbeat_interval=86400, statistics_interval=86400)
+        return agent, det, out
+
+    return start

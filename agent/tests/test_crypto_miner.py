@@ -14,20 +14,12 @@ from defender_agent.clock import ManualClock
 from defender_agent.detectors import crypto_miner
 from defender_agent.detectors.crypto_miner import CryptoMinerDetector, read_cpu
 from defender_agent.model import Record
-from defender_agent.plugins import QuietOutput
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # a test module cannot import conftest at run time (importlib mode)
+    from conftest import Collect
 
 T0 = 1_795_000_000.0
-
-
-class Collect(QuietOutput):
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-
-    def write(self, record: Record, line: str) -> None:
-        if record.type == "alert":
-            self.alerts.append(record.payload)
 
 
 class FakeProc:
@@ -58,19 +50,13 @@ class FakeProc:
 @pytest.fixture
 def running(
     detector_section: Callable[..., dict[str, Any]],
+    collecting_agent: Callable[..., tuple[Agent, CryptoMinerDetector, Collect]],
 ) -> Callable[..., tuple[Agent, CryptoMinerDetector, Collect]]:
     """A started agent with a crypto-miner detector from the schema's defaults with
     `settings` over them, and an output that collects its alerts."""
 
     def start(**settings: Any) -> tuple[Agent, CryptoMinerDetector, Collect]:
-        agent = Agent("t", ManualClock(T0))
-        out = Collect()
-        agent.add("outputs", out)
-        section = detector_section("crypto_miner", **settings)
-        det = crypto_miner.create(agent.context("detectors", "crypto_miner"), section, {})
-        agent.add("detectors", det)
-        agent.start(heartbeat_interval=86400, statistics_interval=86400)
-        return agent, det, out
+        return collecting_agent(T0, crypto_miner, detector_section("crypto_miner", **settings))
 
     return start
 

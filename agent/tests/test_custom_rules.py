@@ -4,29 +4,20 @@ window on event time, checked on virtual time."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 from defender_agent import config
 from defender_agent.agent import Agent
-from defender_agent.clock import ManualClock
 from defender_agent.detectors import custom
 from defender_agent.model import Record
-from defender_agent.plugins import QuietOutput
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # a test module cannot import conftest at run time (importlib mode)
+    from conftest import Collect
 
 T0 = 1_795_766_400.0
-
-
-class Collect(QuietOutput):
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-
-    def write(self, record: Record, line: str) -> None:
-        if record.type == "alert":
-            self.alerts.append(record.payload)
 
 
 def load(*rules: dict[str, Any]) -> list[dict[str, Any]]:
@@ -34,14 +25,17 @@ def load(*rules: dict[str, Any]) -> list[dict[str, Any]]:
     return cfg.section("detectors.custom")["rules"]
 
 
-def running(*rules: dict[str, Any]) -> tuple[Agent, Collect]:
-    agent = Agent("t", ManualClock(T0))
-    out = Collect()
-    agent.add("outputs", out)
-    det = custom.create(agent.context("detectors", "custom"), {"rules": load(*rules)}, {})
-    agent.add("detectors", det)
-    agent.start(heartbeat_interval=86400, statistics_interval=86400)
-    return agent, out
+@pytest.fixture
+def running(
+    collecting_agent: Callable[..., tuple[Agent, Any, Collect]],
+) -> Callable[..., tuple[Agent, Collect]]:
+    """A started agent with the custom rules `rules`, and an output that collects its alerts."""
+
+    def start(*rules: dict[str, Any]) -> tuple[Agent, Collect]:
+        agent, _det, out = collecting_agent(T0, custom, {"rules": load(*rules)})
+        return agent, out
+
+    return start
 
 
 def emit(agent: Agent, when: float, **payload: Any) -> None:
@@ -73,7 +67,7 @@ def names(out: Collect) -> list[str]:
     return [a["name"] for a in out.alerts]
 
 
-def test_process_allowlist_and_denylist() -> None:
+def test_process_allowlist_and_denylist(running: Callable[..., tuple[Agent, Collect]]) -> None:
     agent, out = running(
         {"name": "only-ours", "type": "process-not-allowed", "allow": ["/usr/bin/*", "/sbin/init"]},
         {"name": "no-telnet", "type": "process-denied", "deny": ["*/telnetd"], "severity": "high"},
@@ -88,7 +82,9 @@ def test_process_allowlist_and_denylist() -> None:
     assert out.alerts[2]["severity"] == "high" and out.alerts[2]["rule"] == "process-denied"
 
 
-def test_repeats_of_one_finding_are_suppressed_for_the_rules_period() -> None:
+def test_repeats_of_one_finding_are_suppressed_for_the_rules_period(
+    running: Callable[..., tuple[Agent, Collect]],
+) -> None:
     agent, out = running(
         {"name": "deny-nc", "type": "process-denied", "deny": ["/bin/nc"], "suppress": 60},
     )
@@ -98,7 +94,9 @@ def test_repeats_of_one_finding_are_suppressed_for_the_rules_period() -> None:
     assert names(out) == ["deny-nc", "deny-nc"]
 
 
-def test_outbound_allow_and_deny_cidrs_with_ports() -> None:
+def test_outbound_allow_and_deny_cidrs_with_ports(
+    running: Callable[..., tuple[Agent, Collect]],
+) -> None:
     agent, out = running(
         {"name": "lan-only", "type": "outbound-not-allowed", "allow_cidrs": ["192.0.2.0/24"]},
         {
@@ -116,7 +114,9 @@ def test_outbound_allow_and_deny_cidrs_with_ports() -> None:
     assert names(out) == ["lan-only", "lan-only", "no-c2", "lan-only", "no-c2"]
 
 
-def test_inbound_from_outside_the_allowed_networks() -> None:
+def test_inbound_from_outside_the_allowed_networks(
+    running: Callable[..., tuple[Agent, Collect]],
+) -> None:
     agent, out = running(
         {
             "name": "mgmt-only",
@@ -133,7 +133,7 @@ def test_inbound_from_outside_the_allowed_networks() -> None:
     assert names(out) == ["mgmt-only"] and out.alerts[0]["remote_address"] == "203.0.113.9"
 
 
-def test_login_by_a_user_not_allowed() -> None:
+def test_login_by_a_user_not_allowed(running: Callable[..., tuple[Agent, Collect]]) -> None:
     agent, out = running({"name": "admins", "type": "login-not-allowed", "allow_users": ["root"]})
     emit(agent, T0, event="login", user="root", source="192.0.2.1", service="sshd")
     emit(agent, T0, event="login-failed", user="mallory", source="192.0.2.1", service="sshd")
@@ -142,7 +142,9 @@ def test_login_by_a_user_not_allowed() -> None:
     assert names(out) == ["admins"] and out.alerts[0]["user"] == "mallory"
 
 
-def test_listening_port_not_allowed_alerts_once_while_it_listens() -> None:
+def test_listening_port_not_allowed_alerts_once_while_it_listens(
+    running: Callable[..., tuple[Agent, Collect]],
+) -> None:
     agent, out = running(
         {"name": "ports", "type": "listen-port-not-allowed", "allow_ports": ["tcp/22", "udp/68"]}
     )
@@ -163,7 +165,9 @@ def test_listening_port_not_allowed_alerts_once_while_it_listens() -> None:
     assert names(out) == ["ports", "ports"] and out.alerts[0]["port"] == 23
 
 
-def test_connection_count_out_of_range_per_window() -> None:
+def test_connection_count_out_of_range_per_window(
+    running: Callable[..., tuple[Agent, Collect]],
+) -> None:
     agent, out = running(
         {"name": "chatty", "type": "connections-out-of-range", "window": 60, "min": 1, "max": 3}
     )
@@ -183,7 +187,9 @@ def test_connection_count_out_of_range_per_window() -> None:
     assert names(out) == ["chatty", "chatty"] and out.alerts[1]["count"] == 0
 
 
-def test_failed_local_logins_out_of_range_counts_local_ones_only() -> None:
+def test_failed_local_logins_out_of_range_counts_local_ones_only(
+    running: Callable[..., tuple[Agent, Collect]],
+) -> None:
     agent, out = running(
         {"name": "console", "type": "local-login-failures-out-of-range", "window": 300, "max": 2}
     )

@@ -10,11 +10,13 @@ from typing import Any, Callable
 import pytest
 
 from defender_agent.agent import Agent
-from defender_agent.clock import ManualClock
 from defender_agent.detectors import threat_intel
 from defender_agent.detectors.threat_intel import ThreatIntelDetector, ThreatList, parse_entry
 from defender_agent.model import Record
-from defender_agent.plugins import QuietOutput
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # a test module cannot import conftest at run time (importlib mode)
+    from conftest import Collect
 
 T0 = 1_795_000_000.0
 SHIPPED = Path(__file__).resolve().parents[1] / "packaging" / "threat-intel.txt"
@@ -38,33 +40,17 @@ NETSET = """\
 """
 
 
-class Collect(QuietOutput):
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-
-    def write(self, record: Record, line: str) -> None:
-        if record.type == "alert":
-            self.alerts.append(record.payload)
-
-
 @pytest.fixture
 def running(
     detector_section: Callable[..., dict[str, Any]],
+    collecting_agent: Callable[..., tuple[Agent, ThreatIntelDetector, Collect]],
 ) -> Callable[..., tuple[Agent, ThreatIntelDetector, Collect]]:
     """A started agent with a threat-intel detector reading `path`, from the schema's
     defaults with `extra` over them, and an output that collects its alerts."""
 
     def start(path: Path, **extra: Any) -> tuple[Agent, ThreatIntelDetector, Collect]:
-        agent = Agent("t", ManualClock(T0))
-        out = Collect()
-        agent.add("outputs", out)
         section = detector_section("threat_intel", path=str(path), **extra)
-        det = threat_intel.create(agent.context("detectors", "threat_intel"), section, {})
-        agent.add("detectors", det)
-        agent.start(heartbeat_interval=86400, statistics_interval=86400)
-        return agent, det, out
+        return collecting_agent(T0, threat_intel, section)
 
     return start
 

@@ -73,6 +73,17 @@ class Quiet:
         return {}
 
 
+class Timed(Quiet):
+    """A plugin that keeps one timer in `_timer`: stop() cancels it; nothing to save."""
+
+    _timer: Timer | None = None
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class QuietOutput(Quiet):
     """An output that keeps no backlog and holds no file to reopen."""
 

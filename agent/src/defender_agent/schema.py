@@ -72,6 +72,23 @@ def _format(section: str) -> Key:
     )
 
 
+def _incident_keys(section: str, quiet_doc: str, update_doc: str) -> tuple[Key, ...]:
+    """The `quiet`, `update_every` and `max_incidents` keys of a detector with incidents."""
+    return (
+        Key(section, "quiet", "float", 3600.0, quiet_doc, min=60, max=604800, unit="s"),
+        Key(section, "update_every", "float", 300.0, update_doc, min=1, max=86400, unit="s"),
+        Key(
+            section,
+            "max_incidents",
+            "int",
+            256,
+            "Incidents remembered at once; the least recently seen is forgotten (counted).",
+            min=16,
+            max=100000,
+        ),
+    )
+
+
 SYSLOG_FACILITIES = (
     "kern",
     "user",
@@ -946,36 +963,12 @@ SCHEMA: tuple[Key, ...] = (
         min=64,
         max=1000000,
     ),
-    Key(
+    *_incident_keys(
         "detectors.reverse_shell",
-        "quiet",
-        "float",
-        3600.0,
         "Seconds (event time) without a finding that end an incident; a finding after "
         "that is a new alert.",
-        min=60,
-        max=604800,
-        unit="s",
-    ),
-    Key(
-        "detectors.reverse_shell",
-        "update_every",
-        "float",
-        300.0,
         "Seconds (event time) between updates of an open incident's alert (its count, "
         "last_seen and newest evidence), written only when it has grown.",
-        min=1,
-        max=86400,
-        unit="s",
-    ),
-    Key(
-        "detectors.reverse_shell",
-        "max_incidents",
-        "int",
-        256,
-        "Incidents remembered at once; the least recently seen is forgotten (counted).",
-        min=16,
-        max=100000,
     ),
     Key("detectors.download_then_run", "enabled", "optbool", None, _ENABLED_PLUGIN),
     Key(
@@ -1096,34 +1089,10 @@ SCHEMA: tuple[Key, ...] = (
         min=16,
         max=100000,
     ),
-    Key(
+    *_incident_keys(
         "detectors.download_then_run",
-        "quiet",
-        "float",
-        3600.0,
         "Seconds (event time) without a finding that end an incident (one per file).",
-        min=60,
-        max=604800,
-        unit="s",
-    ),
-    Key(
-        "detectors.download_then_run",
-        "update_every",
-        "float",
-        300.0,
         "Seconds (event time) between updates of an open incident's alert.",
-        min=1,
-        max=86400,
-        unit="s",
-    ),
-    Key(
-        "detectors.download_then_run",
-        "max_incidents",
-        "int",
-        256,
-        "Incidents remembered at once; the least recently seen is forgotten (counted).",
-        min=16,
-        max=100000,
     ),
     Key("detectors.threat_intel", "enabled", "optbool", None, _ENABLED_PLUGIN),
     Key(

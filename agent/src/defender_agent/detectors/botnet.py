@@ -224,21 +224,14 @@ class BotnetDetector(DistinctDetector):
                 f"a raw socket for IP protocol {port}: bots craft their scanning and "
                 "flooding packets on one"
             )
-            evidence = {
-                "behaviour": "raw-socket",
-                "pid": pid,
-                "executable": path,
-                "deleted": deleted,
-                **socket,
-            }
-            out += self.incidents.found(
+            out += self._found(
                 "BotnetRawSocket",
-                _key(pid, path),
+                "raw-socket",
+                pid,
+                path,
                 when,
-                SEVERITY,
                 description,
-                REMEDIATE,
-                evidence,
+                {"deleted": deleted, **socket},
             )
         if deleted and outside:
             what = (
@@ -273,21 +266,14 @@ class BotnetDetector(DistinctDetector):
                 f"{path} (pid {pid}) was started under the name {thread}, a kernel thread's "
                 "name: kernel threads have no executable, so this program hides among them"
             )
-            evidence = {
-                "behaviour": "fake-kernel-thread",
-                "pid": pid,
-                "executable": path,
-                "process_name": thread,
-                **detail,
-            }
-            out += self.incidents.found(
+            out += self._found(
                 "BotnetFakeKernelThread",
-                _key(pid, path),
+                "fake-kernel-thread",
+                pid,
+                path,
                 when,
-                SEVERITY,
                 description,
-                REMEDIATE,
-                evidence,
+                {"process_name": thread, **detail},
             )
         return out
 
@@ -300,21 +286,30 @@ class BotnetDetector(DistinctDetector):
             f"{path} (pid {pid}) runs from a file deleted after it started, outside the "
             f"system directories, and {what}: bots delete themselves to leave no trace"
         )
-        evidence = {
-            "behaviour": "deleted-executable",
-            "pid": pid,
-            "executable": path,
-            "deleted": True,
-            **detail,
-        }
-        return self.incidents.found(
+        return self._found(
             "BotnetDeletedExecutable",
-            _key(pid, path),
+            "deleted-executable",
+            pid,
+            path,
             when,
-            SEVERITY,
             description,
-            REMEDIATE,
-            evidence,
+            {"deleted": True, **detail},
+        )
+
+    def _found(
+        self,
+        alert: str,
+        behaviour: str,
+        pid: int | None,
+        path: str,
+        when: float,
+        description: str,
+        detail: dict[str, Any],
+    ) -> list[Record]:
+        """An alert about one process, keyed by its pid and executable."""
+        evidence = {"behaviour": behaviour, "pid": pid, "executable": path, **detail}
+        return self.incidents.found(
+            alert, _key(pid, path), when, SEVERITY, description, REMEDIATE, evidence
         )
 
     def _outside(self, path: str) -> bool:

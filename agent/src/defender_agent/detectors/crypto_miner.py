@@ -33,6 +33,7 @@ from collections import OrderedDict, deque
 
 from defender_agent.detectors.incidents import Incidents
 from defender_agent.linux import inet, proc_net, proc_pid
+from defender_agent.plugins import Timed
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def read_cpu(proc: str, pid: int) -> tuple[int, int]:
     return int(fields[19]), int(fields[11]) + int(fields[12])
 
 
-class CryptoMinerDetector:
+class CryptoMinerDetector(Timed):
     name = NAME
 
     def __init__(
@@ -172,14 +173,6 @@ class CryptoMinerDetector:
     # --- plugin contract ----------------------------------------------------------
     def start(self) -> None:
         pass  # the sampler runs only while there are candidates
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def save_state(self) -> dict[str, Any]:
-        return {}
 
     def statistics(self) -> dict[str, int]:
         return {

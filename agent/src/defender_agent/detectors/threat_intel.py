@@ -33,6 +33,7 @@ from bisect import bisect_right
 
 from defender_agent.detectors.incidents import Incidents
 from defender_agent.linux import inet
+from defender_agent.plugins import Timed
 
 TYPE_CHECKING = False  # typing costs ~0.5 MiB RSS at run time; only mypy needs it
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ def _signature(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class ThreatIntelDetector:
+class ThreatIntelDetector(Timed):
     name = NAME
 
     def __init__(
@@ -245,14 +246,6 @@ class ThreatIntelDetector:
     def start(self) -> None:
         self.check()
         self._timer = self.ctx.call_every(self.check_interval, self.check)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def save_state(self) -> dict[str, Any]:
-        return {}
 
     def statistics(self) -> dict[str, int]:
         return {
