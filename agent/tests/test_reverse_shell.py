@@ -549,7 +549,7 @@ def test_live_a_real_sh_on_a_tcp_connection_in_its_own_namespace(
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1) for a network namespace of its own")
     if shutil.which("sh") is None:
-        pytest.skip("no sh")
+        pytest.skip("no sh on PATH: the live reverse shell needs a real shell to exec")
     out = json.loads(run_child(LIVE, "unshare", "--net"))
     (alert,) = out["alerts"]
     assert alert["name"] == "ReverseShell"
